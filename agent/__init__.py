@@ -1,0 +1,3 @@
+"""The rtbench agent: runs on every node, watches its pods, probes them and streams
+timestamped events to the collector.
+"""

@@ -1,0 +1,3 @@
+"""The rtbench collector: journals agent batches, exports them to InfluxDB and keeps
+the registry of runs and their summaries.
+"""

@@ -1,0 +1,43 @@
+"""Fixtures for real parts every test layer may need: the workload binary and InfluxDB."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from rtbench.influxd import LocalInfluxd
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def workload_binary() -> Path:
+    """The workload server, built from workload/server.c with gcc."""
+    subprocess.run(["make", "-s", "-C", str(REPO / "workload")], check=True)
+    path = REPO / "workload" / "build" / "server"
+    assert path.exists()
+    return path
+
+
+@pytest.fixture(scope="session")
+def influxd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalInfluxd]:
+    """A real InfluxDB 1.x on a free loopback port, shared by the session.
+
+    Tests that stop or break the server use ``own_influxd`` instead.
+    """
+    server = LocalInfluxd(root=tmp_path_factory.mktemp("influxd"))
+    server.start()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def own_influxd(tmp_path: Path) -> Iterator[LocalInfluxd]:
+    """A real InfluxDB that this test alone uses, free to stop and restart."""
+    server = LocalInfluxd(root=tmp_path / "influxd")
+    server.start()
+    yield server
+    server.close()
