@@ -1,0 +1,402 @@
+"""A simulated node's kubelet: runs the pods bound to its node as real processes.
+
+For each pod bound to the node a ``PodWorker`` walks the CRI steps with delays
+drawn from the pod's runtime profile (runtimeClassName → profile, none → runc),
+slowed by how many pods are starting on the node at once: sandbox created,
+sandbox started (the pod gets its loopback IP), then each container created and
+started (a real workload process). Every step is recorded with its ns wall-clock
+time in the cluster's runtime event log.
+
+What the API sees lags the way it does on a real node: container-state changes
+are published at the next PLEG relist (every ``pleg_period`` seconds, 0 = at
+once), readiness as soon as the prober decides. Deletion is graceful: SIGTERM,
+SIGKILL after the grace period, the address released into quarantine, a final
+status, then the object is removed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import secrets
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from .addresses import AddressPool
+from .containers import ContainerRun
+from .objects import Obj, rfc3339
+from .podstatus import ContainerView, build_status
+from .profiles import DEFAULT_RUNTIME, RuntimeProfile
+from .registry import Registry
+from .runtime_events import RuntimeEventKind, RuntimeEventLog
+from .settings import SimSettings
+from .store import EventType, Store
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_GRACE = 1.0
+"""Seconds workloads get between SIGTERM and SIGKILL when the simulator stops."""
+
+
+class PodWorker:
+    """Everything the kubelet does for one pod, from first sight to removal."""
+
+    def __init__(self, kubelet: Kubelet, pod: Obj) -> None:
+        md = pod["metadata"]
+        self.kubelet = kubelet
+        self.pod = pod
+        self.uid: str = md["uid"]
+        self.namespace: str = md["namespace"]
+        self.name: str = md["name"]
+        self.restart_policy: str = pod["spec"].get("restartPolicy", "Always")
+        self.profile = kubelet.profile_for(pod)
+        self.sandbox_id = secrets.token_hex(32)
+        self.sandbox_created = False
+        self.ip: str | None = None
+        self.start_time = rfc3339()
+        self.log_dir = kubelet.state_dir / f"{self.namespace}_{self.name}_{self.uid}"
+        self.containers = [ContainerRun(self, c) for c in pod["spec"]["containers"]]
+        # What the last relist saw; the API is written from this.
+        self.observed: list[ContainerView] = [c.view() for c in self.containers]
+        self.observed_ip: str | None = None
+        self._observed = asyncio.Event()
+        self._observed.set()
+        self.gone = False
+        self._main: asyncio.Task[None] | None = None
+        self._termination: asyncio.Task[None] | None = None
+        self._deadline = 0.0
+        self._hurry = asyncio.Event()
+
+    # -- services for ContainerRun -------------------------------------------------
+
+    def draw(self, stage: str) -> float:
+        return self.profile.draw(stage, self.kubelet.rng, max(1, self.kubelet.starting))
+
+    def record(
+        self,
+        kind: RuntimeEventKind,
+        container: ContainerRun | None = None,
+        *,
+        pid: int | None = None,
+        exit_code: int | None = None,
+    ) -> None:
+        self.kubelet.events.record(
+            kind,
+            node=self.kubelet.name,
+            namespace=self.namespace,
+            pod=self.name,
+            pod_uid=self.uid,
+            sandbox_id=self.sandbox_id,
+            container=container.name if container else None,
+            container_id=container.container_id if container else None,
+            pid=pid,
+            exit_code=exit_code,
+        )
+
+    def changed(self) -> None:
+        """Runtime state changed; the API learns it at the next relist."""
+        self._observed.clear()
+        self.kubelet.mark_dirty(self)
+
+    async def wait_observed(self) -> None:
+        await self._observed.wait()
+
+    def publish_now(self, container: ContainerRun | None = None) -> None:
+        """Write the status now; with ``container``, its state as the sync loop sets it."""
+        if container is not None:
+            index = self.containers.index(container)
+            self.observed = [*self.observed[:index], container.view(), *self.observed[index + 1 :]]
+        self.kubelet.publish(self)
+
+    def observe(self) -> None:
+        """The relist: take the runtime state as the state to publish."""
+        self.observed = [c.view() for c in self.containers]
+        self.observed_ip = self.ip
+        for container, view in zip(self.containers, self.observed, strict=True):
+            container.on_observed(view)
+        self._observed.set()
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    @property
+    def terminating(self) -> bool:
+        return self._termination is not None
+
+    def start(self) -> None:
+        self._main = asyncio.get_running_loop().create_task(
+            self._run(), name=f"pod {self.namespace}/{self.name}"
+        )
+        self._main.add_done_callback(self._main_done)
+
+    def _main_done(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error(
+                "pod worker %s/%s failed", self.namespace, self.name, exc_info=task.exception()
+            )
+
+    async def _run(self) -> None:
+        k = self.kubelet
+        k.publish(self)
+        k.starting += 1
+        tasks: list[asyncio.Task[None]] = []
+        try:
+            await asyncio.sleep(self.draw("sandbox_create"))
+            self.sandbox_created = True
+            self.record(RuntimeEventKind.SANDBOX_CREATED)
+            await asyncio.sleep(self.draw("sandbox_start"))
+            self.ip = k.ips.allocate(c.port for c in self.containers)
+            self.record(RuntimeEventKind.SANDBOX_STARTED)
+            self.changed()
+            for container in self.containers:
+                tasks.append(
+                    asyncio.get_running_loop().create_task(
+                        container.run(),
+                        name=f"container {self.namespace}/{self.name}/{container.name}",
+                    )
+                )
+                await container.first_attempt.wait()
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            raise
+        finally:
+            k.starting -= 1
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+
+    def terminate(self, grace: float, *, gone: bool) -> None:
+        """Stop the pod within ``grace`` seconds; ``gone``: the object is already deleted."""
+        self.gone = self.gone or gone
+        deadline = time.monotonic() + max(0.0, grace)
+        if self._termination is None:
+            self._deadline = deadline
+            self._termination = asyncio.get_running_loop().create_task(
+                self._terminate(), name=f"terminate {self.namespace}/{self.name}"
+            )
+        elif deadline < self._deadline:
+            self._deadline = deadline
+            self._hurry.set()
+
+    async def _terminate(self) -> None:
+        try:
+            await self._stop_everything()
+        finally:
+            self.kubelet.workers.pop(self.uid, None)
+        if self.gone:
+            return
+        if any(c.instances for c in self.containers):
+            codes = [int((v.terminated or {}).get("exitCode", 0)) for v in self.observed]
+            self.kubelet.publish(self, final_phase="Succeeded" if not any(codes) else "Failed")
+        self.kubelet.registry.remove("Pod", self.namespace, self.name, uid=self.uid)
+
+    async def _stop_everything(self) -> None:
+        if self._main is not None:
+            self._main.cancel()
+            await asyncio.gather(self._main, return_exceptions=True)
+        processes = {c: c.process for c in self.containers if c.process is not None}
+        for process in processes.values():
+            process.signal(signal.SIGTERM)
+        exits = [asyncio.shield(p.exited) for p in processes.values()]
+        while exits and not all(e.done() for e in exits):
+            remaining = self._deadline - time.monotonic()
+            if remaining <= 0:
+                for process in processes.values():
+                    process.signal(signal.SIGKILL)
+                await asyncio.gather(*exits)
+                break
+            self._hurry.clear()
+            hurry = asyncio.ensure_future(self._hurry.wait())
+            waiters: list[asyncio.Future[Any]] = [*exits, hurry]
+            await asyncio.wait(waiters, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+            hurry.cancel()
+            if all(e.done() for e in exits):
+                break
+        for container in self.containers:
+            stopped = processes.get(container)
+            container.finish(stopped.exited.result() if stopped is not None else None)
+        self.observed = [c.view() for c in self.containers]
+        if self.ip is not None:
+            self.kubelet.ips.release(self.ip)
+        if self.sandbox_created:
+            self.record(RuntimeEventKind.SANDBOX_STOPPED)
+
+    async def shutdown(self) -> None:
+        """The simulator stops: end the processes, write nothing to the API."""
+        self.gone = True
+        self.terminate(SHUTDOWN_GRACE, gone=True)
+        assert self._termination is not None
+        await asyncio.gather(self._termination, return_exceptions=True)
+
+
+class Kubelet:
+    def __init__(
+        self,
+        *,
+        name: str,
+        index: int,
+        node_ip: str,
+        registry: Registry,
+        store: Store,
+        profiles: dict[str, RuntimeProfile],
+        settings: SimSettings,
+        workload: Path,
+        state_dir: Path,
+        events: RuntimeEventLog,
+        rng: random.Random,
+    ) -> None:
+        self.name = name
+        self.node_ip = node_ip
+        self.registry = registry
+        self.store = store
+        self.profiles = profiles
+        self.settings = settings
+        self.workload = workload
+        self.state_dir = state_dir
+        self.events = events
+        self.rng = rng
+        self.ips = AddressPool(index, settings.ip_quarantine)
+        self.workers: dict[str, PodWorker] = {}
+        self.starting = 0
+        self._dirty: dict[str, PodWorker] = {}
+        self._watcher = store.subscribe(["Pod"])
+
+    def profile_for(self, pod: Obj) -> RuntimeProfile:
+        name = pod["spec"].get("runtimeClassName") or DEFAULT_RUNTIME
+        rc = self.store.peek("RuntimeClass", "", name)
+        handler = rc.get("handler", name) if rc else name
+        return (
+            self.profiles.get(handler) or self.profiles.get(name) or self.profiles[DEFAULT_RUNTIME]
+        )
+
+    # -- the sync loop -----------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Follow pod events and start, update or stop pod workers."""
+        for pod in self.store.items("Pod"):
+            if (pod.get("spec") or {}).get("nodeName") == self.name:
+                self._on_pod(EventType.ADDED, pod)
+        while True:
+            batch = await self._watcher.next_batch()
+            if self._watcher.closed is not None:
+                return
+            for event in batch:
+                self._on_pod(event.type, event.object)
+
+    def _on_pod(self, etype: EventType, pod: Obj) -> None:
+        md = pod["metadata"]
+        worker = self.workers.get(md["uid"])
+        if etype is EventType.DELETED:
+            if worker is not None:
+                worker.terminate(0, gone=True)
+            return
+        if (pod.get("spec") or {}).get("nodeName") != self.name:
+            return
+        if worker is None:
+            if md.get("deletionTimestamp"):
+                self.registry.remove("Pod", md["namespace"], md["name"], uid=md["uid"])
+            elif (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed"):
+                worker = PodWorker(self, pod)
+                self.workers[worker.uid] = worker
+                worker.start()
+            return
+        worker.pod = pod
+        if md.get("deletionTimestamp"):
+            worker.terminate(float(md.get("deletionGracePeriodSeconds") or 0), gone=False)
+
+    # -- PLEG -------------------------------------------------------------------------
+
+    def mark_dirty(self, worker: PodWorker) -> None:
+        if worker.terminating:
+            return  # the termination writes the final status itself
+        if self.settings.pleg_period == 0:
+            worker.observe()
+            self.publish(worker)
+        else:
+            self._dirty[worker.uid] = worker
+
+    async def relist_loop(self) -> None:
+        """Publish container-state changes once per PLEG period."""
+        period = self.settings.pleg_period
+        assert period > 0, "with pleg_period 0 changes are published at once, no loop runs"
+        while True:
+            await asyncio.sleep(period - (time.monotonic() % period))
+            self.relist()
+
+    def relist(self) -> None:
+        dirty, self._dirty = self._dirty, {}
+        for worker in dirty.values():
+            if self.workers.get(worker.uid) is worker and not worker.terminating:
+                worker.observe()
+                self.publish(worker)
+
+    def publish(self, worker: PodWorker, *, final_phase: str | None = None) -> None:
+        """Write the pod's status as the kubelet last observed it."""
+        if worker.gone:
+            return
+        ready = {
+            c.name: final_phase is None and c.ready(v)
+            for c, v in zip(worker.containers, worker.observed, strict=True)
+        }
+
+        def change(pod: Obj) -> None:
+            pod["status"] = build_status(
+                pod.get("status") or {},
+                views=worker.observed,
+                ready=ready,
+                restart_policy=worker.restart_policy,
+                host_ip=self.node_ip,
+                pod_ip=worker.observed_ip,
+                start_time=worker.start_time,
+                sandbox_ready=worker.observed_ip is not None and final_phase is None,
+                final_phase=final_phase,
+            )
+
+        self.registry.mutate("Pod", worker.namespace, worker.name, change, uid=worker.uid)
+
+    # -- queries and faults --------------------------------------------------------------
+
+    def processes(self) -> list[dict[str, object]]:
+        return [
+            {
+                "node": self.name,
+                "namespace": w.namespace,
+                "pod": w.name,
+                "container": c.name,
+                "pid": c.process.pid,
+                "ip": w.ip,
+                "port": c.port,
+            }
+            for w in self.workers.values()
+            for c in w.containers
+            if c.process is not None and c.process.running
+        ]
+
+    def memory_used(self) -> int:
+        """Bytes the pods cost the node: runtime overhead plus the workloads' RSS."""
+        total = 0
+        for worker in self.workers.values():
+            if worker.sandbox_created:
+                total += worker.profile.memory_overhead
+            for container in worker.containers:
+                if container.process is not None:
+                    total += container.process.rss_bytes()
+        return total
+
+    def find(self, uid: str, container: str | None) -> ContainerRun | None:
+        worker = self.workers.get(uid)
+        if worker is None:
+            return None
+        for run in worker.containers:
+            if container is None or run.name == container:
+                return run
+        return None
+
+    async def shutdown(self) -> None:
+        self.store.unwatch(self._watcher)
+        await asyncio.gather(*(w.shutdown() for w in list(self.workers.values())))
