@@ -9,16 +9,11 @@ import argparse
 import sys
 
 import rtctl
-from rtbench import __version__
-
-PROG = "rtctl"
+from rtbench.cli import EXIT_OK, EXIT_USAGE, component_parser
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description=rtctl.__doc__)
-    parser.add_argument("--version", action="version", version=f"%(prog)s (rtbench) {__version__}")
-    parser.add_subparsers(dest="command", metavar="COMMAND")
-    return parser
+    return component_parser("rtctl", rtctl.__doc__)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,8 +21,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help(sys.stderr)
-        return 2
-    return 0
+        return EXIT_USAGE
+    return EXIT_OK
 
 
 if __name__ == "__main__":
