@@ -16,6 +16,8 @@ import pytest
 from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio import config as k8s_config
 
+from simcluster.profiles import load_profiles
+
 from .conftest import BIN, SimProcess, as_body, start_sim_process, stop_sim_process
 from .test_deployments import pid_alive
 from .test_watch import deployment
@@ -185,3 +187,13 @@ def test_custom_profile_file_adds_a_runtime_class(tmp_path: Path, workload_binar
         )
     finally:
         assert stop_sim_process(sim.process) == 0
+
+
+def test_the_documented_profiles_example_loads() -> None:
+    example = Path(__file__).resolve().parents[2] / "deploy" / "examples" / "sim-profiles.yaml"
+    profiles = load_profiles(example)
+    assert profiles["kata-fc"].sandbox_start.median_ms == 1800
+    assert profiles["kata-fc"].contention == 0.15
+    assert profiles["urunc-unikraft"].container_start.median_ms == 120
+    assert profiles["urunc-unikraft"].memory_overhead == 16 * 2**20
+    assert profiles["urunc-unikraft"].sandbox_create == profiles["urunc"].sandbox_create
