@@ -1,0 +1,251 @@
+"""The control API over real gRPC: clock sync, the run registry, live progress, summaries."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+
+import grpc
+import pytest
+
+from collector.app import Collector
+from collector.journal import open_reader
+from rtbench.clock import wall_ns
+from rtbench.v1 import agent_pb2, control_pb2, control_pb2_grpc, events_pb2
+from tests.collector.agent_client import TestAgent
+from tests.collector.conftest import until
+
+MS = 1_000_000
+
+
+@pytest.fixture
+async def control(collector: Collector) -> AsyncIterator[control_pb2_grpc.ControlServiceStub]:
+    async with grpc.aio.insecure_channel(collector.address) as channel:
+        yield control_pb2_grpc.ControlServiceStub(channel)
+
+
+def spec(
+    run_id: str, replicas: int = 3, test_id: str = "t1", plan_id: str = ""
+) -> control_pb2.RunSpec:
+    return control_pb2.RunSpec(
+        run_id=run_id,
+        test_id=test_id,
+        runtime_class="kata-fc",
+        variant="16Mi",
+        replicas=replicas,
+        image="rtbench/workload:1",
+        memory_limit="16Mi",
+        repetition=2,
+        namespace="bench",
+        plan_id=plan_id,
+        environment={"cluster": "sim", "k8s": "v1.32"},
+    )
+
+
+def pod_events(
+    sequence: int, run_id: str, phases: Sequence[tuple[int, int]], created: int
+) -> agent_pb2.Batch:
+    """A batch with one event per (pod index, phase), 10 ms per phase step after created."""
+    batch = agent_pb2.Batch(sequence=sequence)
+    batch.clock.offset_ns = 0
+    batch.clock.uncertainty_ns = 100
+    for pod, phase in phases:
+        ev = batch.events.add()
+        ev.pod.uid = f"{run_id}-{pod}"
+        ev.pod.name = f"web-{pod}"
+        ev.pod.run_id = run_id
+        ev.phase = phase  # type: ignore[assignment]
+        ev.source = events_pb2.SOURCE_WATCH
+        ev.time_ns = created + phase * 10 * MS + pod * MS
+    return batch
+
+
+async def code_of(call: object) -> grpc.StatusCode:
+    try:
+        await call  # type: ignore[misc]
+    except grpc.aio.AioRpcError as exc:
+        return exc.code()
+    raise AssertionError("call succeeded")
+
+
+async def test_sync_clock(control: control_pb2_grpc.ControlServiceStub) -> None:
+    t1 = wall_ns()
+    reply = await control.SyncClock(events_pb2.ClockSyncRequest(id=42, t1_ns=t1))
+    t4 = wall_ns()
+    assert reply.id == 42 and reply.t1_ns == t1
+    assert t1 <= reply.t2_ns <= reply.t3_ns <= t4
+
+
+async def test_run_lifecycle_with_summary(
+    collector: Collector, control: control_pb2_grpc.ControlServiceStub
+) -> None:
+    s = spec("run-a")
+    assert (await control.RegisterRun(control_pb2.RegisterRunRequest(spec=s))).run_id == "run-a"
+    sent = wall_ns() - 5 * MS
+    rtctl_clock = events_pb2.ClockOffset(offset_ns=-3 * MS, uncertainty_ns=200_000, samples=5)
+    created = await control.RecordCreate(
+        control_pb2.RecordCreateRequest(
+            run_id="run-a",
+            request_sent_ns=sent,
+            response_received_ns=sent + 2 * MS,
+            rtctl_clock=rtctl_clock,
+        )
+    )
+    assert created.created_ns == sent - 3 * MS
+    phases = [
+        (p, ph) for p in range(3) for ph in (events_pb2.PHASE_SCHEDULED, events_pb2.PHASE_READY)
+    ]
+    async with TestAgent(collector.address, "agent-1", "node-1") as agent:
+        await agent.send_all([pod_events(1, "run-a", phases, created.created_ns)])
+    await control.FinishRun(
+        control_pb2.FinishRunRequest(
+            run_id="run-a", state=control_pb2.RUN_STATE_SUCCEEDED, message="all ready"
+        )
+    )
+    summary = await control.GetRunSummary(
+        control_pb2.GetRunSummaryRequest(run_id="run-a", include_pods=True)
+    )
+    assert summary.spec == s
+    assert summary.state == control_pb2.RUN_STATE_SUCCEEDED
+    assert summary.created_ns == created.created_ns
+    assert summary.finished_ns > 0
+    assert summary.message == "all ready"
+    by_phase = {p.phase: p for p in summary.phases}
+    assert by_phase[events_pb2.PHASE_READY].count == 3
+    assert by_phase[events_pb2.PHASE_READY].min_ns == 90 * MS
+    assert by_phase[events_pb2.PHASE_READY].max_ns == 92 * MS
+    assert [p.ordinal for p in summary.pods] == [0, 1, 2]
+    assert summary.rtctl_clock.offset_ns == -3 * MS
+    # The finish stored a summary for the exporter.
+    conn = open_reader(collector.writer.journal.path)
+    try:
+        rows = conn.execute("SELECT summary FROM summaries WHERE run_id = 'run-a'").fetchall()
+    finally:
+        conn.close()
+    assert len(rows) == 1
+    stored = control_pb2.RunSummary.FromString(rows[0][0])
+    assert stored.state == control_pb2.RUN_STATE_SUCCEEDED and not stored.pods
+
+
+async def test_refusals(control: control_pb2_grpc.ControlServiceStub) -> None:
+    register = control_pb2.RegisterRunRequest(spec=spec("run-b"))
+    await control.RegisterRun(register)
+    assert await code_of(control.RegisterRun(register)) == grpc.StatusCode.ALREADY_EXISTS
+    empty = control_pb2.RegisterRunRequest(spec=control_pb2.RunSpec())
+    assert await code_of(control.RegisterRun(empty)) == grpc.StatusCode.INVALID_ARGUMENT
+    create = control_pb2.RecordCreateRequest(run_id="nope", request_sent_ns=wall_ns())
+    assert await code_of(control.RecordCreate(create)) == grpc.StatusCode.NOT_FOUND
+    unset = control_pb2.RecordCreateRequest(run_id="run-b")
+    assert await code_of(control.RecordCreate(unset)) == grpc.StatusCode.INVALID_ARGUMENT
+    finish = control_pb2.FinishRunRequest(run_id="nope", state=control_pb2.RUN_STATE_FAILED)
+    assert await code_of(control.FinishRun(finish)) == grpc.StatusCode.NOT_FOUND
+    running = control_pb2.FinishRunRequest(run_id="run-b", state=control_pb2.RUN_STATE_RUNNING)
+    assert await code_of(control.FinishRun(running)) == grpc.StatusCode.INVALID_ARGUMENT
+    summary = control_pb2.GetRunSummaryRequest(run_id="nope")
+    assert await code_of(control.GetRunSummary(summary)) == grpc.StatusCode.NOT_FOUND
+    watch = control.WatchProgress(control_pb2.WatchProgressRequest(run_id="nope"))
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        async for _ in watch:
+            pass
+    assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_list_runs_filters(control: control_pb2_grpc.ControlServiceStub) -> None:
+    for run_id, test_id, plan_id in [("r1", "ta", "p1"), ("r2", "tb", "p1"), ("r3", "ta", "")]:
+        await control.RegisterRun(
+            control_pb2.RegisterRunRequest(spec=spec(run_id, 1, test_id, plan_id))
+        )
+    await control.FinishRun(
+        control_pb2.FinishRunRequest(run_id="r3", state=control_pb2.RUN_STATE_ABORTED)
+    )
+    everything = await control.ListRuns(control_pb2.ListRunsRequest())
+    assert [r.spec.run_id for r in everything.runs] == ["r1", "r2", "r3"]
+    assert [r.state for r in everything.runs] == [
+        control_pb2.RUN_STATE_REGISTERED,
+        control_pb2.RUN_STATE_REGISTERED,
+        control_pb2.RUN_STATE_ABORTED,
+    ]
+    assert everything.runs[2].finished_ns > 0
+    by_test = await control.ListRuns(control_pb2.ListRunsRequest(test_id="ta"))
+    assert [r.spec.run_id for r in by_test.runs] == ["r1", "r3"]
+    both = await control.ListRuns(control_pb2.ListRunsRequest(test_id="ta", plan_id="p1"))
+    assert [r.spec.run_id for r in both.runs] == ["r1"]
+    assert both.runs[0].spec.environment["k8s"] == "v1.32"
+
+
+async def test_list_agents_with_clock_and_connection(
+    collector: Collector, control: control_pb2_grpc.ControlServiceStub
+) -> None:
+    agent = TestAgent(collector.address, "agent-z", "node-z")
+    await agent.connect()
+    try:
+        batch = pod_events(1, "", [(0, events_pb2.PHASE_SCHEDULED)], wall_ns())
+        batch.clock.offset_ns = 1234
+        batch.clock.measured_at_ns = 99
+        batch.clock.samples = 8
+        await agent.send_all([batch])
+        listed = await control.ListAgents(control_pb2.ListAgentsRequest())
+        (info,) = listed.agents
+        assert (info.agent_id, info.node, info.agent_version) == ("agent-z", "node-z", "test")
+        assert info.connected and info.committed_sequence == 1
+        assert info.node_facts.cpu_count == 2
+        assert (info.clock.offset_ns, info.clock.uncertainty_ns, info.clock.samples) == (
+            1234,
+            100,
+            8,
+        )
+    finally:
+        await agent.close()
+
+    async def disconnected() -> bool:
+        listed = await control.ListAgents(control_pb2.ListAgentsRequest())
+        return not listed.agents[0].connected
+
+    await until(disconnected, what="agent shown disconnected")
+
+
+async def test_watch_progress_until_finished(
+    collector: Collector, control: control_pb2_grpc.ControlServiceStub
+) -> None:
+    await control.RegisterRun(control_pb2.RegisterRunRequest(spec=spec("run-w", replicas=4)))
+    created = wall_ns()
+    seen: list[control_pb2.Progress] = []
+    watch = control.WatchProgress(control_pb2.WatchProgressRequest(run_id="run-w"))
+
+    async def follow() -> None:
+        async for progress in watch:
+            seen.append(progress)
+
+    follower = asyncio.create_task(follow())
+
+    def counts() -> dict[int, int]:
+        return {c.phase: c.count for c in seen[-1].counts} if seen else {}
+
+    async with TestAgent(collector.address, "agent-p", "node-p") as agent:
+        await until(lambda: seen, what="first progress message")
+        assert seen[0].replicas == 4 and seen[0].state == control_pb2.RUN_STATE_REGISTERED
+        sched = [(p, events_pb2.PHASE_SCHEDULED) for p in range(4)]
+        # Scheduled seen twice for pod 0 (e.g. two sources): still one pod.
+        await agent.send_all([pod_events(1, "run-w", [*sched, sched[0]], created)])
+        await until(lambda: counts() == {events_pb2.PHASE_SCHEDULED: 4}, what="4 scheduled")
+        ready = [(p, events_pb2.PHASE_READY) for p in range(3)]
+        await agent.send_all([pod_events(2, "run-w", ready, created)])
+        await until(
+            lambda: counts() == {events_pb2.PHASE_SCHEDULED: 4, events_pb2.PHASE_READY: 3},
+            what="3 ready",
+        )
+    await control.FinishRun(
+        control_pb2.FinishRunRequest(run_id="run-w", state=control_pb2.RUN_STATE_FAILED)
+    )
+    await asyncio.wait_for(follower, 60)  # the stream ends after the final message
+    assert seen[-1].state == control_pb2.RUN_STATE_FAILED
+    assert counts() == {events_pb2.PHASE_SCHEDULED: 4, events_pb2.PHASE_READY: 3}
+    assert all(p.run_id == "run-w" and p.time_ns > 0 for p in seen)
+
+    # A watch of a finished run: what the journal holds, once, then the end.
+    late = [
+        p async for p in control.WatchProgress(control_pb2.WatchProgressRequest(run_id="run-w"))
+    ]
+    assert len(late) == 1
+    assert late[0].state == control_pb2.RUN_STATE_FAILED
+    assert {c.phase: c.count for c in late[0].counts} == counts()
