@@ -1,0 +1,448 @@
+"""Node-local HTTP probing: when each pod first answers, and whether it keeps answering.
+
+The pod's own status says when its container started, up to a PLEG period late;
+whether the application answers only a request can tell. So from the moment a
+pod has an IP the agent probes it from the node until the first 2xx, and then
+at a low rate until deletion (availability and latency).
+
+An attempt is a TCP connect, and only when that succeeds a minimal HTTP/1.0 GET
+on the same connection (status line read, connection closed). The connect is
+made with a non-blocking socket by hand: on loopback and on veth pairs the
+kernel settles a connect inside the syscall, so a second ``connect`` returns
+"refused" or "connected" at once and a refused attempt, by far the most common
+one, costs two syscalls and no event-loop round trip (Linux lets a TCP socket
+whose connect was refused connect again, so a waiting pod keeps one socket);
+only an attempt still in flight, or one that connected, becomes a task.
+
+When is the first response? The workload's listen time lies in the bracket
+[start of the last attempt that failed to connect, moment the successful
+attempt's connection was established]; both ends are taken right around the
+connect syscalls, so the bracket is as tight as the probing interval.
+``time_ns`` of the first_response event is the bracket's end, its width is the
+event's ``uncertainty_ns``. When the last failure did connect (an HTTP error
+status from an app still starting), what changed is the app's answer, so the
+bracket ends at the arrival of the first 2xx status line instead. When the very
+first attempt succeeds there is no failure to bound it: the bracket starts at
+the agent's first sight of the pod, ``bracket_start_source=first_sight``.
+
+Scheduling: one loop serves all pods from two earliest-deadline-first heaps,
+pods still waiting for their first response before pods already answering. It
+wakes at most once a millisecond (the event loop sleeps in whole milliseconds
+anyway) and starts everything due, so its overhead does not grow with the rate.
+Every attempt takes a token from a bucket refilled at ``probe_rate``, so a
+100-pod burst shares the budget (an overdue pod keeps its early deadline and is
+served first next time: round robin under pressure) instead of starving the
+node. A waiting pod's interval starts at ``probe_first_interval_s`` and grows
+by ``probe_growth`` per failed attempt up to ``probe_max_interval_s``; a
+container-started hint from the watch resets it, because the listen is near.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import heapq
+import socket
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from rtbench.clock import mono_ns, wall_ns
+from rtbench.v1 import events_pb2
+
+from .outbox import Outbox
+from .transitions import ProbeTarget
+
+if TYPE_CHECKING:
+    from .observing import ObserveSettings
+
+__all__ = ["Prober"]
+
+BURST_S = 0.005
+"""Token bucket depth in seconds of budget: absorbs the jitter of the loop's wakeups
+without letting a burst exceed the rate by more than a few milliseconds' worth."""
+WAKE_QUANTUM_S = 0.0009
+"""Shortest sleep of the scheduling loop; just under the epoll millisecond so that
+one loop iteration is one epoll wait."""
+MAX_STATUS_LINE = 4096
+_CONNECTED = (0, errno.EISCONN)
+_IN_FLIGHT = (errno.EINPROGRESS, errno.EALREADY, errno.EAGAIN)
+
+
+@dataclass
+class _Attempt:
+    start_ns: int
+    start: float
+    """Loop time at the start, for scheduling."""
+    connected_ns: int = 0
+    connected_mono_ns: int = 0
+    end_ns: int = 0
+    end_mono_ns: int = 0
+    status: int = 0
+    error: str = ""
+    timed_out: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status <= 299
+
+
+class _Pod:
+    def __init__(self, ref: events_pb2.PodRef, target: ProbeTarget, first_sight_ns: int) -> None:
+        self.ref = ref
+        self.target = target
+        self.first_sight_ns = first_sight_ns
+        self.tracked_ns = wall_ns()
+        self.responded = False
+        self.interval = 0.0
+        self.due = 0.0
+        self.seq = 0
+        self.in_flight = False
+        self.forgotten = False
+        self.attempts = 0
+        self.refused = 0
+        self.timeouts = 0
+        self.http_failures = 0
+        self.failure_start_ns = 0
+        """Start of the last failed attempt before the first success; 0: none yet."""
+        self.failure_connected = False
+        """Whether that attempt connected (and then failed at the HTTP level)."""
+        self.last_ok_start_ns = 0
+        self.outage = False
+        self.sock: socket.socket | None = None
+        """The socket kept across refused connects while waiting."""
+
+    def close(self) -> None:
+        self.forgotten = True
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+
+class Prober:
+    """Probes every tracked pod's HTTP port; records go to the outbox."""
+
+    def __init__(self, outbox: Outbox, settings: ObserveSettings) -> None:
+        self._outbox = outbox
+        self._s = settings
+        self._pods: dict[str, _Pod] = {}
+        self._waiting: list[tuple[float, int, str]] = []
+        self._serving: list[tuple[float, int, str]] = []
+        self._capacity = max(1.0, settings.probe_rate * BURST_S)
+        self._tokens = self._capacity
+        self._refilled = 0.0
+        self._wakeup: asyncio.Future[None] | None = None
+        self._group: asyncio.TaskGroup | None = None
+        self.attempts = 0
+        """Every attempt started (the rate budget bounds this)."""
+        self.first_responses = 0
+
+    @property
+    def probing(self) -> int:
+        return len(self._pods)
+
+    # -- what the watch tells -----------------------------------------------------------
+
+    def track(self, ref: events_pb2.PodRef, target: ProbeTarget, first_sight_ns: int) -> None:
+        """Probe this pod from now on (a known pod only gets the new target)."""
+        pod = self._pods.get(ref.uid)
+        if pod is not None:
+            # Pod IPs do not change in a pod's life; if one did, what was measured still holds.
+            pod.target = target
+            return
+        pod = _Pod(ref, target, first_sight_ns)
+        pod.interval = self._s.probe_first_interval_s
+        self._pods[ref.uid] = pod
+        self._schedule(pod, 0.0)
+
+    def hint_started(self, uid: str) -> None:
+        """A container started: the listen is near, so probe densely again."""
+        pod = self._pods.get(uid)
+        if pod is None or pod.responded:
+            return
+        pod.interval = self._s.probe_first_interval_s
+        if not pod.in_flight:
+            self._schedule(pod, 0.0)
+
+    def forget(self, uid: str) -> None:
+        """Stop probing (deletion requested, or gone)."""
+        pod = self._pods.pop(uid, None)
+        if pod is not None:
+            pod.close()
+
+    def _schedule(self, pod: _Pod, due: float) -> None:
+        pod.seq += 1
+        pod.due = due
+        heapq.heappush(
+            self._serving if pod.responded else self._waiting, (due, pod.seq, pod.ref.uid)
+        )
+        if self._wakeup is not None and not self._wakeup.done():
+            self._wakeup.set_result(None)
+
+    # -- the loop --------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Serve the pods until cancelled; attempts run as tasks of one TaskGroup."""
+        async with asyncio.TaskGroup() as group:
+            self._group = group
+            try:
+                await self._serve()
+            finally:
+                self._group = None
+                for pod in self._pods.values():
+                    if pod.sock is not None:
+                        pod.sock.close()
+                        pod.sock = None
+
+    async def _serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._refilled = loop.time()
+        while True:
+            now = loop.time()
+            self._tokens = min(
+                self._capacity, self._tokens + (now - self._refilled) * self._s.probe_rate
+            )
+            self._refilled = now
+            wake = float("inf")
+            # Waiting pods first: answering pods get a token only when no waiting pod is due.
+            for heap in (self._waiting, self._serving):
+                due = self._serve_due(heap, now)
+                if due <= now:  # out of tokens with a pod due
+                    wake = now + (1.0 - self._tokens) / self._s.probe_rate
+                    break
+                wake = min(wake, due)
+            await self._sleep(loop, max(wake, now + WAKE_QUANTUM_S))
+
+    def _serve_due(self, heap: list[tuple[float, int, str]], now: float) -> float:
+        """Start the due attempts of one heap while tokens last; the next due time."""
+        while heap:
+            due, seq, uid = heap[0]
+            pod = self._pods.get(uid)
+            if pod is None or pod.seq != seq or pod.in_flight:
+                heapq.heappop(heap)
+                continue
+            if due > now or self._tokens < 1.0:
+                return due
+            heapq.heappop(heap)
+            self._tokens -= 1.0
+            self._attempt(pod, now)
+        return float("inf")
+
+    async def _sleep(self, loop: asyncio.AbstractEventLoop, until: float) -> None:
+        self._wakeup = loop.create_future()
+        handle = None if until == float("inf") else loop.call_at(until, _wake, self._wakeup)
+        try:
+            await self._wakeup
+        finally:
+            if handle is not None:
+                handle.cancel()
+            self._wakeup = None
+
+    # -- one attempt ---------------------------------------------------------------------
+
+    def _attempt(self, pod: _Pod, now: float) -> None:
+        self.attempts += 1
+        target = pod.target
+        address = (target.ip, target.port)
+        sock, pod.sock = pod.sock, None
+        if sock is None:
+            try:
+                sock = socket.socket(
+                    socket.AF_INET6 if ":" in target.ip else socket.AF_INET,
+                    socket.SOCK_STREAM | socket.SOCK_NONBLOCK,
+                )
+            except OSError as exc:  # out of descriptors: a failure like any other
+                attempt = _Attempt(wall_ns(), now, error=f"socket: {exc.strerror}")
+                self._finish(pod, attempt)
+                return
+        start_ns = wall_ns()
+        code = sock.connect_ex(address)
+        if code == errno.EINPROGRESS:
+            code = sock.connect_ex(address)  # settled in the syscall on local links
+        if code == errno.ECONNREFUSED and not pod.responded:
+            pod.sock = sock
+            self._refused(pod, start_ns, now)
+            return
+        attempt = _Attempt(start_ns, now)
+        if code in _CONNECTED:
+            attempt.connected_ns, attempt.connected_mono_ns = wall_ns(), mono_ns()
+        elif code not in _IN_FLIGHT:
+            sock.close()
+            attempt.error = errno.errorcode.get(code, str(code)).lower()
+            self._finish(pod, attempt)
+            return
+        pod.in_flight = True
+        assert self._group is not None
+        self._group.create_task(
+            self._converse(pod, sock, attempt, address), name=f"probe {pod.ref.name}"
+        )
+
+    def _refused(self, pod: _Pod, start_ns: int, now: float) -> None:
+        """The common case, kept cheap: a waiting pod's connect was refused."""
+        pod.attempts += 1
+        pod.refused += 1
+        pod.failure_start_ns = start_ns
+        pod.failure_connected = False
+        pod.interval = min(pod.interval * self._s.probe_growth, self._s.probe_max_interval_s)
+        pod.seq += 1
+        # From the previous due time, not from now: the loop's wakeups are late by up to a
+        # millisecond, and at 1-5 ms intervals that lateness must not add up.
+        pod.due = max(pod.due, now - pod.interval) + pod.interval
+        heapq.heappush(self._waiting, (pod.due, pod.seq, pod.ref.uid))
+
+    async def _converse(
+        self, pod: _Pod, sock: socket.socket, attempt: _Attempt, address: tuple[str, int]
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout_at(attempt.start + self._s.probe_timeout_s):
+                if not attempt.connected_ns:
+                    await loop.sock_connect(sock, address)
+                    attempt.connected_ns, attempt.connected_mono_ns = wall_ns(), mono_ns()
+                await loop.sock_sendall(sock, self._request(pod.target))
+                attempt.status = await self._status_line(loop, sock)
+                attempt.end_ns, attempt.end_mono_ns = wall_ns(), mono_ns()
+                if not attempt.ok:
+                    attempt.error = f"http {attempt.status}"
+        except TimeoutError:
+            attempt.timed_out = True
+            attempt.error = "timeout"
+        except (OSError, ValueError) as exc:
+            attempt.error = _describe(exc)
+        finally:
+            sock.close()
+        self._finish(pod, attempt)
+
+    def _request(self, target: ProbeTarget) -> bytes:
+        host = f"[{target.ip}]" if ":" in target.ip else target.ip
+        return (
+            f"GET {target.path} HTTP/1.0\r\nHost: {host}:{target.port}\r\n"
+            "User-Agent: rtbench-agent\r\nConnection: close\r\n\r\n"
+        ).encode()
+
+    async def _status_line(self, loop: asyncio.AbstractEventLoop, sock: socket.socket) -> int:
+        data = b""
+        while b"\n" not in data:
+            chunk = await loop.sock_recv(sock, 1024)
+            if not chunk:
+                raise ValueError("connection closed before the status line")
+            data += chunk
+            if len(data) > MAX_STATUS_LINE:
+                raise ValueError("status line too long")
+        parts = data.split(b"\n", 1)[0].split()
+        if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit():
+            raise ValueError("malformed status line")
+        return int(parts[1])
+
+    # -- what an attempt means -----------------------------------------------------------
+
+    def _finish(self, pod: _Pod, attempt: _Attempt) -> None:
+        pod.in_flight = False
+        if pod.forgotten:
+            return
+        if not attempt.end_ns:
+            attempt.end_ns, attempt.end_mono_ns = wall_ns(), mono_ns()
+        if not pod.responded:
+            if attempt.ok:
+                self._first_response(pod, attempt)
+            else:
+                self._failed_before(pod, attempt)
+        else:
+            self._after_success(pod, attempt)
+        loop = asyncio.get_running_loop()
+        self._schedule(pod, max(loop.time(), attempt.start + pod.interval))
+
+    def _failed_before(self, pod: _Pod, attempt: _Attempt) -> None:
+        pod.attempts += 1
+        pod.failure_start_ns = attempt.start_ns
+        pod.failure_connected = bool(attempt.connected_ns)
+        if attempt.timed_out:
+            pod.timeouts += 1
+        elif attempt.connected_ns:
+            pod.http_failures += 1
+        else:
+            pod.refused += 1
+        pod.interval = min(pod.interval * self._s.probe_growth, self._s.probe_max_interval_s)
+
+    def _first_response(self, pod: _Pod, attempt: _Attempt) -> None:
+        pod.attempts += 1
+        pod.responded = True
+        pod.interval = self._s.probe_after_success_interval_s
+        pod.last_ok_start_ns = attempt.start_ns
+        self.first_responses += 1
+        if pod.failure_start_ns and pod.failure_connected:
+            end, end_mono, source = attempt.end_ns, attempt.end_mono_ns, "http_failure"
+        else:
+            end, end_mono = attempt.connected_ns, attempt.connected_mono_ns
+            source = "connect_failure" if pod.failure_start_ns else "first_sight"
+        start = pod.failure_start_ns or min(pod.first_sight_ns, end)
+        event = events_pb2.Event(
+            phase=events_pb2.PHASE_FIRST_RESPONSE,
+            source=events_pb2.SOURCE_PROBE,
+            time_ns=end,
+            monotonic_ns=end_mono,
+            uncertainty_ns=end - start,
+        )
+        event.pod.CopyFrom(pod.ref)
+        event.attributes.update(
+            {
+                "bracket_start_ns": str(start),
+                "bracket_end_ns": str(end),
+                "bracket_start_source": source,
+                "attempts": str(pod.attempts),
+                "probe_started_ns": str(pod.tracked_ns),
+                "refused": str(pod.refused),
+                "timeouts": str(pod.timeouts),
+                "http_failures": str(pod.http_failures),
+                "status_code": str(attempt.status),
+                "response_ns": str(attempt.end_ns),
+                "pod_ip": pod.target.ip,
+                "port": str(pod.target.port),
+            }
+        )
+        self._outbox.put_event(event)
+        self._result(pod, attempt)
+
+    def _after_success(self, pod: _Pod, attempt: _Attempt) -> None:
+        self._result(pod, attempt)
+        if attempt.ok:
+            pod.outage = False
+            pod.last_ok_start_ns = attempt.start_ns
+            return
+        if pod.outage:
+            return
+        pod.outage = True
+        event = events_pb2.Event(
+            phase=events_pb2.PHASE_UNAVAILABLE,
+            source=events_pb2.SOURCE_PROBE,
+            time_ns=attempt.end_ns,
+            monotonic_ns=attempt.end_mono_ns,
+            uncertainty_ns=attempt.end_ns - pod.last_ok_start_ns,
+            reason=attempt.error,
+        )
+        event.pod.CopyFrom(pod.ref)
+        event.attributes.update(
+            {"last_ok_start_ns": str(pod.last_ok_start_ns), "pod_ip": pod.target.ip}
+        )
+        self._outbox.put_event(event)
+
+    def _result(self, pod: _Pod, attempt: _Attempt) -> None:
+        result = events_pb2.ProbeResult(
+            time_ns=attempt.start_ns,
+            ok=attempt.ok,
+            latency_ns=attempt.end_ns - attempt.start_ns,
+            status_code=attempt.status,
+            error=attempt.error,
+        )
+        result.pod.CopyFrom(pod.ref)
+        self._outbox.put_probe(result)
+
+
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return errno.errorcode.get(exc.errno, str(exc.errno)).lower()
+    return str(exc) or type(exc).__name__
