@@ -14,8 +14,10 @@ refused with RESOURCE_EXHAUSTED and the agent retries later with its data intact
 
 A batch that fails validation (empty pod UID, unspecified phase, a time outside
 [2001-01-01, now + 1 day] after clock correction, too many records, sequence 0)
-aborts the stream with INVALID_ARGUMENT naming the record: the agent logs it,
-and the collector never half-stores a batch. Nothing else is affected.
+aborts the stream with INVALID_ARGUMENT naming the record, and the batch's
+sequence in the trailing metadata (``rtbench.protocol.REJECTED_SEQUENCE_KEY``)
+so the agent sets that batch aside rather than resending it forever; the
+collector never half-stores a batch. Nothing else is affected.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from rtbench.clock import wall_ns
+from rtbench.protocol import PROTOCOL, REJECTED_SEQUENCE_KEY
 from rtbench.v1 import agent_pb2, events_pb2
 
 from .errors import InvalidBatch, InvalidRequest, JournalError, Overloaded, ShuttingDown
@@ -290,10 +293,10 @@ class AgentIngest:
         hello = first.hello
         if not hello.agent_id or not hello.node:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "hello needs agent_id and node")
-        if hello.protocol not in ("", "v1"):
+        if hello.protocol not in ("", PROTOCOL):
             await context.abort(
                 grpc.StatusCode.FAILED_PRECONDITION,
-                f"protocol {hello.protocol!r} not spoken here (v1)",
+                f"protocol {hello.protocol!r} not spoken here ({PROTOCOL})",
             )
         try:
             committed = await self._writer.call(self._writer.journal.upsert_agent, hello, wall_ns())
@@ -352,6 +355,7 @@ class _Session:
         self._out: asyncio.Queue[object] = asyncio.Queue()
         self._inflight: set[asyncio.Future[bool]] = set()
         self._problem: tuple[Any, str] | None = None
+        self._rejected: int | None = None
         self._failed = asyncio.Event()
         self.outcome = "stream closed"
 
@@ -385,7 +389,12 @@ class _Session:
         if self._problem is not None:
             code, details = self._problem
             self.outcome = f"{code.name}: {details}"
-            await self._context.abort(code, details)
+            trailer: tuple[tuple[str, str], ...] = ()
+            if self._rejected is not None:
+                # Tells the agent which batch to set aside, so that one bad batch
+                # does not block its stream forever.
+                trailer = ((REJECTED_SEQUENCE_KEY, str(self._rejected)),)
+            await self._context.abort(code, details, trailer)
 
     async def _read(self) -> None:
         writer = self._ingest._writer
@@ -406,6 +415,7 @@ class _Session:
                     self._ingest.stats.rejected += 1
                     log.warning("agent %s: refused %s", self._agent_id, exc)
                     self._problem = (grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+                    self._rejected = batch.sequence
                     return
                 except Overloaded as exc:
                     self._ingest.stats.pushed_back += 1

@@ -86,10 +86,11 @@ def make_batch(
 class StreamEnded(Exception):
     """The collector ended the stream; carries the status."""
 
-    def __init__(self, code: Any, details: str) -> None:
+    def __init__(self, code: Any, details: str, trailer: tuple[Any, ...] = ()) -> None:
         super().__init__(f"{code}: {details}")
         self.code = code
         self.details = details
+        self.trailer = dict(trailer)
 
 
 @dataclass
@@ -162,14 +163,22 @@ class TestAgent:
                 self._changed.set()
         except grpc.aio.AioRpcError:
             pass
-        self.ended = StreamEnded(await self._call.code(), await self._call.details())
+        self.ended = StreamEnded(
+            await self._call.code(),
+            await self._call.details(),
+            tuple(await self._call.trailing_metadata() or ()),
+        )
         self._changed.set()
 
     async def send(self, batch: agent_pb2.Batch) -> None:
-        await self._call.write(agent_pb2.AgentMessage(batch=batch))
+        await self.send_raw(agent_pb2.AgentMessage(batch=batch))
 
     async def send_raw(self, message: agent_pb2.AgentMessage) -> None:
-        await self._call.write(message)
+        try:
+            await self._call.write(message)
+        except asyncio.InvalidStateError:
+            # The call ended between our last read and this write: its status says why.
+            raise StreamEnded(await self._call.code(), await self._call.details()) from None
 
     async def wait(self, predicate: Any, within: float = 120.0) -> None:
         """Until predicate() is true; raises StreamEnded if the stream ends first."""

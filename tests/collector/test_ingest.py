@@ -18,6 +18,7 @@ from collector.journal import open_reader
 from collector.settings import CollectorSettings
 from rtbench.clock import wall_ns
 from rtbench.influxd import free_port
+from rtbench.protocol import REJECTED_SEQUENCE_KEY
 from rtbench.v1 import agent_pb2, events_pb2
 from tests.collector.agent_client import TestAgent, make_batch
 from tests.collector.conftest import running, until
@@ -179,6 +180,8 @@ async def test_invalid_batch_is_refused_by_name_and_others_go_on(
             ended = await bad.ended_status()
             assert ended.code == INVALID
             assert message in ended.details
+            # The agent learns which batch to set aside.
+            assert ended.trailer[REJECTED_SEQUENCE_KEY] == str(batch.sequence)
             await good.send_all([make_batch(2, 3)])
         path = collector.writer.journal.path
         assert query(path, "SELECT DISTINCT agent_id FROM events") == [("good",)]
