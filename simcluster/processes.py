@@ -4,10 +4,11 @@ Each container of a simulated pod is a real process of the workload server, so a
 prober gets real TCP answers and real timing. Three rules keep that safe:
 
 - Every child asks the kernel for SIGKILL when its parent dies
-  (``prctl(PR_SET_PDEATHSIG)``, set between fork and exec), so even a SIGKILLed
-  simulator leaves no workload behind. The death signal follows the thread that
-  forked, which is the event loop's thread here. The child re-checks its parent
-  after the prctl call, closing the race with a parent dying during the fork.
+  (``prctl(PR_SET_PDEATHSIG)``, done by the workload itself at start because
+  ``RTBENCH_DIE_WITH_PARENT`` names our pid), so even a SIGKILLed simulator
+  leaves no workload behind. The death signal follows the thread that forked,
+  which is the event loop's thread here. The child re-checks its parent after
+  the prctl call, closing the race with a parent dying during the start.
 - Every child gets its own session (process group), so a Ctrl-C on the CLI's
   terminal reaches the simulator only, which then stops its pods in order.
 - Exits are watched with a pidfd on the event loop (no thread per child), and a
@@ -17,8 +18,6 @@ prober gets real TCP answers and real timing. Three rules keep that safe:
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import functools
 import logging
 import os
 import signal
@@ -28,15 +27,6 @@ from collections.abc import Mapping
 from pathlib import Path
 
 log = logging.getLogger(__name__)
-
-_PR_SET_PDEATHSIG = 1
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def _die_with_parent(parent: int) -> None:  # pragma: no cover - runs in the child
-    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != parent:
-        os._exit(137)
 
 
 def exit_code(returncode: int) -> int:
@@ -134,10 +124,12 @@ def spawn(
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=out,
-            env=dict(env),
+            # The workload sets its own parent-death signal (see workload/server.c):
+            # a preexec_fn would run Python between fork and exec, which can crash a
+            # multi-threaded parent (a gRPC server in the same process, say).
+            env={**env, "RTBENCH_DIE_WITH_PARENT": str(os.getpid())},
             close_fds=True,
             start_new_session=True,
-            preexec_fn=functools.partial(_die_with_parent, os.getpid()),
         )
     log.debug("spawned pid %d on %s:%d", popen.pid, address, port)
     return WorkloadProcess(popen, log_path, time.time_ns())

@@ -15,6 +15,11 @@
  * GET / answers 200 with the body; other paths 404; other methods 405.
  * SIGTERM or SIGINT closes the socket and exits 0.
  *
+ * RTBENCH_DIE_WITH_PARENT=PID (Linux, set by the simulated cluster): be killed
+ * when the process that started us exits, and exit at once if PID is no longer
+ * our parent. Done here rather than between fork and exec in the parent, which
+ * is unsafe in a multi-threaded parent (gRPC, thread pools).
+ *
  * Output, one line on stdout once listening:
  *   rtbench-workload listening addr=127.0.0.1 port=8080 epoch_ms=1763824745123.456
  */
@@ -29,6 +34,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#ifdef __linux__
+#include <sys/prctl.h>
+#endif
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
@@ -122,7 +130,22 @@ static void serve(int fd, const char *body) {
     }
 }
 
+static void die_with_parent(void) {
+#ifdef __linux__
+    const char *parent = getenv("RTBENCH_DIE_WITH_PARENT");
+    if (parent == NULL || *parent == '\0') {
+        return;
+    }
+    prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+    /* The parent may have died before prctl: then we were re-parented already. */
+    if ((long)getppid() != strtol(parent, NULL, 10)) {
+        _exit(137);
+    }
+#endif
+}
+
 int main(int argc, char **argv) {
+    die_with_parent();
     const char *addr = getenv("LISTEN_ADDR");
     const char *port_text = getenv("PORT");
     const char *body_env = getenv("BODY");
