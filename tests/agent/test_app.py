@@ -188,12 +188,7 @@ async def test_shutdown_keeps_the_spool_and_a_second_signal_cuts_it_short(
 
 @pytest.fixture
 def sim_process(workload_binary: Path, tmp_path: Path) -> Iterator[SimProcess]:
-    """The simulated cluster in its own process.
-
-    Not in-process: its kubelets fork workload processes with a preexec_fn, and a
-    fork with gRPC's threads running in the same process (the test collector)
-    can crash the child before it execs.
-    """
+    """The simulated cluster in its own process, as users run it beside an agent."""
     sim = start_sim_process(tmp_path, "--workload", str(workload_binary))
     try:
         yield sim
