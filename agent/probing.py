@@ -18,8 +18,11 @@ When is the first response? The workload's listen time lies in the bracket
 [start of the last attempt that failed to connect, moment the successful
 attempt's connection was established]; both ends are taken right around the
 connect syscalls, so the bracket is as tight as the probing interval.
-``time_ns`` of the first_response event is the bracket's end, its width is the
-event's ``uncertainty_ns``. When the last failure did connect (an HTTP error
+The first_response event reports the bracket's midpoint as ``time_ns`` and
+half its width as ``uncertainty_ns``, so the app became reachable within
+``time_ns ± uncertainty_ns``; both ends are kept in its attributes
+(``bracket_start_ns``, ``bracket_end_ns``), and the answer's arrival in
+``response_ns``. When the last failure did connect (an HTTP error
 status from an app still starting), what changed is the app's answer, so the
 bracket ends at the arrival of the first 2xx status line instead. When the very
 first attempt succeeds there is no failure to bound it: the bracket starts at
@@ -375,12 +378,15 @@ class Prober:
             end, end_mono = attempt.connected_ns, attempt.connected_mono_ns
             source = "connect_failure" if pod.failure_start_ns else "first_sight"
         start = pod.failure_start_ns or min(pod.first_sight_ns, end)
+        # The midpoint, ± half the width: the estimate that is never further than
+        # that from the moment the app became reachable, wherever in the bracket it was.
+        half = (end - start + 1) // 2
         event = events_pb2.Event(
             phase=events_pb2.PHASE_FIRST_RESPONSE,
             source=events_pb2.SOURCE_PROBE,
-            time_ns=end,
-            monotonic_ns=end_mono,
-            uncertainty_ns=end - start,
+            time_ns=end - half,
+            monotonic_ns=end_mono - half,
+            uncertainty_ns=half,
         )
         event.pod.CopyFrom(pod.ref)
         event.attributes.update(

@@ -23,6 +23,7 @@ from kubernetes_asyncio import client as k8s
 from agent.observing import NodeObserver, ObserveSettings
 from agent.outbox import RecordingOutbox
 from agent.transitions import RUN_ID_LABEL
+from rtbench.v1 import events_pb2
 from tests.simcluster.conftest import WaitFor, api, as_body, http, sim, wait_for
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "WaitFor",
     "api",
     "as_body",
+    "assert_midpoint",
     "http",
     "listen_in_bracket",
     "observe",
@@ -48,6 +50,16 @@ LOG_LAG_NS = 5_000_000
 logged instant if the workload is preempted in between (seen: 0.16 ms in a 100-pod
 burst on 2 cores). 5 ms covers a scheduler wait on a loaded 2-core machine; the lower
 end of the bracket, which the prober alone decides, gets no such allowance."""
+
+
+def assert_midpoint(event: events_pb2.Event) -> None:
+    """A first_response is its bracket's midpoint, ± half the bracket's width."""
+    start = int(event.attributes["bracket_start_ns"])
+    end = int(event.attributes["bracket_end_ns"])
+    assert start <= end
+    assert event.uncertainty_ns == (end - start + 1) // 2
+    assert event.time_ns == end - event.uncertainty_ns
+    assert event.time_ns - event.uncertainty_ns <= start + 1
 
 
 def listen_in_bracket(listen_ns: int, start_ns: int, end_ns: int) -> bool:

@@ -31,6 +31,7 @@ from .conftest import (
     RunningObserver,
     WaitFor,
     as_body,
+    assert_midpoint,
     listen_in_bracket,
     workload_deployment,
 )
@@ -101,7 +102,7 @@ def assert_brackets_hold(responses: dict[str, events_pb2.Event], listened: dict[
         event = responses[uid]
         start = int(event.attributes["bracket_start_ns"])
         end = int(event.attributes["bracket_end_ns"])
-        assert end == event.time_ns and event.uncertainty_ns == end - start >= 0
+        assert_midpoint(event)
         assert listen_in_bracket(listen_ns, start, end), (
             f"{event.pod.name}: listen {listen_ns} outside [{start}, {end}] "
             f"({event.attributes['bracket_start_source']})"
