@@ -2,7 +2,8 @@
 
 - ``sim``, ``api``, ``wait_for``, ``http``: the simulated cluster (2 nodes, fast
   PLEG, bookmarks every 0.3 s) with a kubernetes-asyncio client for it, as
-  tests/simcluster/conftest.py builds them.
+  tests/simcluster/conftest.py builds them; ``sim_process`` and ``sim_process_api``
+  the same cluster as an ``rtbench-sim`` process, for tests with agent processes.
 - ``observe``: start a ``NodeObserver`` for a node of ``sim`` with a
   ``RecordingOutbox`` (``observe("sim-node-1", probe_rate=500)``); every observer
   started is stopped at teardown, and one that failed fails the test.
@@ -24,7 +25,16 @@ from agent.observing import NodeObserver, ObserveSettings
 from agent.outbox import RecordingOutbox
 from agent.transitions import RUN_ID_LABEL
 from rtbench.v1 import events_pb2
-from tests.simcluster.conftest import WaitFor, api, as_body, http, sim, wait_for
+from tests.simcluster.conftest import (
+    WaitFor,
+    api,
+    as_body,
+    http,
+    sim,
+    sim_process,
+    sim_process_api,
+    wait_for,
+)
 
 __all__ = [
     "LOG_LAG_NS",
@@ -38,6 +48,8 @@ __all__ = [
     "listen_in_bracket",
     "observe",
     "sim",
+    "sim_process",
+    "sim_process_api",
     "wait_for",
     "workload_deployment",
 ]

@@ -23,7 +23,6 @@ from pathlib import Path
 
 import pytest
 from kubernetes_asyncio import client as k8s
-from kubernetes_asyncio import config as k8s_config
 
 from agent.app import Agent, Observer
 from agent.errors import TaskDied
@@ -35,7 +34,7 @@ from rtbench.v1 import agent_pb2, events_pb2
 from tests.agent.conftest import as_body, workload_deployment
 from tests.agent.fake_collector import FakeCollector
 from tests.agent.harness import REPO, record_ids, uplink_settings, wait_for
-from tests.simcluster.conftest import SimProcess, start_sim_process, stop_sim_process
+from tests.simcluster.conftest import SimProcess
 
 AGENT = Path(sys.executable).parent / "agent"
 
@@ -186,29 +185,9 @@ async def test_shutdown_keeps_the_spool_and_a_second_signal_cuts_it_short(
     assert spool_files(tmp_path)
 
 
-@pytest.fixture
-def sim_process(workload_binary: Path, tmp_path: Path) -> Iterator[SimProcess]:
-    """The simulated cluster in its own process, as users run it beside an agent."""
-    sim = start_sim_process(tmp_path, "--workload", str(workload_binary))
-    try:
-        yield sim
-    finally:
-        assert stop_sim_process(sim.process) == 0, sim.stderr()
-
-
-@pytest.fixture
-async def sim_api(sim_process: SimProcess) -> AsyncIterator[k8s.ApiClient]:
-    configuration = k8s.Configuration()
-    await k8s_config.load_kube_config(
-        config_file=str(sim_process.kubeconfig), client_configuration=configuration
-    )
-    async with k8s.ApiClient(configuration) as client:
-        yield client
-
-
 async def test_agent_run_end_to_end(
     sim_process: SimProcess,
-    sim_api: k8s.ApiClient,
+    sim_process_api: k8s.ApiClient,
     tmp_path: Path,
     processes: list[AgentProcess],
 ) -> None:
@@ -237,7 +216,7 @@ async def test_agent_run_end_to_end(
             for node in ("sim-node-1", "sim-node-2")
         ]
         await wait_for(lambda: len(fake.hellos) == 2, within=60, what="both agents")
-        apps = k8s.AppsV1Api(sim_api)
+        apps = k8s.AppsV1Api(sim_process_api)
         await apps.create_namespaced_deployment("default", as_body(workload_deployment("e2e", 6)))
         wanted = {
             events_pb2.PHASE_SCHEDULED,

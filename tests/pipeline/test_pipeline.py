@@ -14,20 +14,19 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import pytest
 from kubernetes_asyncio import client as k8s
-from kubernetes_asyncio import config as k8s_config
 
 from rtbench.clock import OffsetEstimator, SyncSample, wall_ns
 from rtbench.influxd import LocalInfluxd
 from rtbench.v1 import control_pb2, control_pb2_grpc, events_pb2
 from tests.agent.conftest import as_body, workload_deployment
 from tests.collector.conftest import CollectorProcess, start_collector
-from tests.simcluster.conftest import SimProcess, start_sim_process, stop_sim_process
+from tests.simcluster.conftest import SimProcess
 
 BIN = Path(sys.executable).parent
 REPLICAS = 10
@@ -39,15 +38,6 @@ RESPONDED = (
     events_pb2.PHASE_FIRST_RESPONSE,
     events_pb2.PHASE_READY,
 )
-
-
-@pytest.fixture
-def sim_process(workload_binary: Path, tmp_path: Path) -> Iterator[SimProcess]:
-    sim = start_sim_process(tmp_path, "--workload", str(workload_binary))
-    try:
-        yield sim
-    finally:
-        assert stop_sim_process(sim.process) == 0, sim.stderr()
 
 
 @pytest.fixture
@@ -91,16 +81,6 @@ def agents(
             assert code == 0, (tmp_path / f"{node}.err").read_text()
 
 
-@pytest.fixture
-async def kube(sim_process: SimProcess) -> AsyncIterator[k8s.ApiClient]:
-    configuration = k8s.Configuration()
-    await k8s_config.load_kube_config(
-        config_file=str(sim_process.kubeconfig), client_configuration=configuration
-    )
-    async with k8s.ApiClient(configuration) as client:
-        yield client
-
-
 async def rtctl_clock(control: control_pb2_grpc.ControlServiceStub) -> events_pb2.ClockOffset:
     """What rtctl does before a run: measure its offset to the collector."""
     estimator = OffsetEstimator(8)
@@ -121,7 +101,7 @@ async def rtctl_clock(control: control_pb2_grpc.ControlServiceStub) -> events_pb
 async def test_a_run_flows_from_the_cluster_to_the_summary_and_influxdb(
     collector: CollectorProcess,
     agents: list[subprocess.Popen[bytes]],
-    kube: k8s.ApiClient,
+    sim_process_api: k8s.ApiClient,
     influxd: LocalInfluxd,
 ) -> None:
     async with grpc.aio.insecure_channel(collector.listen) as channel:
@@ -141,7 +121,9 @@ async def test_a_run_flows_from_the_cluster_to_the_summary_and_influxdb(
         clock = await rtctl_clock(control)
         deployment = workload_deployment("pipeline", REPLICAS, run_id=RUN_ID)
         sent = wall_ns()
-        await k8s.AppsV1Api(kube).create_namespaced_deployment("default", as_body(deployment))
+        await k8s.AppsV1Api(sim_process_api).create_namespaced_deployment(
+            "default", as_body(deployment)
+        )
         received = wall_ns()
         created = await control.RecordCreate(
             control_pb2.RecordCreateRequest(

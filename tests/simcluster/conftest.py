@@ -184,3 +184,14 @@ def sim_process(workload_binary: Path, tmp_path: Path) -> Iterator[SimProcess]:
     finally:
         code = stop_sim_process(sim.process)
         assert code == 0, sim.stderr()
+
+
+@pytest.fixture
+async def sim_process_api(sim_process: SimProcess) -> AsyncIterator[k8s.ApiClient]:
+    """A kubernetes-asyncio client for ``sim_process``, from the kubeconfig it wrote."""
+    configuration = k8s.Configuration()
+    await k8s_config.load_kube_config(
+        config_file=str(sim_process.kubeconfig), client_configuration=configuration
+    )
+    async with k8s.ApiClient(configuration) as client:
+        yield client
