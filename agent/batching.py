@@ -11,6 +11,11 @@ Sealing numbers the batch, attaches the current clock offset and writes it to
 the spool (agent/spool.py) before the uplink may send it. Records keep their
 arrival order within a kind; a batch carries events, samples and probes in
 separate lists as the wire contract has them.
+
+One seal at a time, under a lock held from taking the records until the batch
+is in the spool's index: ``flush()`` at shutdown takes the lock too, even with
+nothing pending, so it returns only once a seal the batcher task had under way
+is indexed as well (and the drain that follows waits for its ack).
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ class Batcher:
         # (arrival on the monotonic clock, record), oldest first.
         self._pending: deque[tuple[int, _Record]] = deque()
         self._wake = asyncio.Event()
+        self._sealing = asyncio.Lock()
         self.sealed_batches = 0
         self.sealed_records = 0
 
@@ -93,14 +99,28 @@ class Batcher:
             await self._seal_next()
 
     async def flush(self) -> int:
-        """Seal everything pending now (at shutdown); returns the batches sealed."""
+        """Seal everything pending now (at shutdown); returns the batches sealed.
+
+        Also waits for a seal ``run()`` has under way: when it returns, every
+        record handed over before the call is in the spool's index.
+        """
         sealed = 0
-        while self._pending:
-            await self._seal_next()
+        while await self._seal_next() is not None:
             sealed += 1
         return sealed
 
     async def _seal_next(self) -> agent_pb2.Batch | None:
+        # Shielded as a whole, lock included: records taken from pending must reach
+        # the spool index even if this task is cancelled mid-write (shutdown), or
+        # they would be lost, and flush() must not get the lock while they are on
+        # their way.
+        return await asyncio.shield(self._seal_locked())
+
+    async def _seal_locked(self) -> agent_pb2.Batch | None:
+        async with self._sealing:
+            return await self._seal_taken()
+
+    async def _seal_taken(self) -> agent_pb2.Batch | None:
         take = min(self._max, len(self._pending))
         if take == 0:
             return None
@@ -115,16 +135,12 @@ class Batcher:
                 samples.append(record)
             else:
                 probes.append(record)
-        # Shielded: records taken from pending must reach the spool index even if
-        # this task is cancelled mid-write (shutdown), or they would be lost.
-        batch = await asyncio.shield(
-            self._spool.seal(
-                events=events,
-                samples=samples,
-                probes=probes,
-                clock=self._clock.current(),
-                sealed_ns=wall_ns(),
-            )
+        batch = await self._spool.seal(
+            events=events,
+            samples=samples,
+            probes=probes,
+            clock=self._clock.current(),
+            sealed_ns=wall_ns(),
         )
         self.sealed_batches += 1
         self.sealed_records += take

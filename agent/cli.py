@@ -22,7 +22,7 @@ from rtbench.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, component_parser
 
 from .app import run_agent
 from .errors import AgentError, ConfigError
-from .settings import OPTIONS, AgentSettings, settings_from_sources
+from .settings import OPTIONS, AgentSettings, help_text, settings_from_sources
 
 RUN_DESCRIPTION = (
     "Watch the pods on this node, probe them, sample the node's resources, and stream "
@@ -45,7 +45,7 @@ def run_parser() -> argparse.ArgumentParser:
     """The flags of ``agent run``; values stay strings, settings_from_sources checks them."""
     parser = _RunParser(prog="agent run", description=RUN_DESCRIPTION, allow_abbrev=False)
     for option in OPTIONS:
-        text = f"{option.help} [env {option.env}]"
+        text = f"{help_text(option)} [env {option.env}]"
         if option.switch:
             parser.add_argument(option.flag, action="store_true", default=None, help=text)
         else:

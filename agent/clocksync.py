@@ -6,9 +6,9 @@ collector's. The exchanges ride the same gRPC stream as the batches rather than
 a separate call, so they measure the path the batches take and need no second
 connection, token or TLS setup.
 
-Each session starts with a burst of requests (a few milliseconds apart, so they
-do not queue behind each other) to get a good estimate quickly, then sends one
-every ``interval_s``; ``rtbench.clock.OffsetEstimator`` keeps a window of
+Each session starts with a burst of requests (20 ms apart, ``burst_gap_s``, so
+they do not queue behind each other) to get a good estimate quickly, then sends
+one every ``interval_s``; ``rtbench.clock.OffsetEstimator`` keeps a window of
 samples and estimates from the lowest-delay one (offset = collector - agent,
 uncertainty = half that sample's round trip). ``ClockSync.current()`` is the
 ``ClockOffset`` every sealed batch carries. When the agent connects to a

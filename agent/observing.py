@@ -168,6 +168,11 @@ _REQUIREMENT = re.compile(
 )
 
 
+def _started_uids(events: list[events_pb2.Event]) -> set[str]:
+    """The pods with a container start among ``events``."""
+    return {e.pod.uid for e in events if e.phase == events_pb2.PHASE_CONTAINER_STARTED}
+
+
 def label_selector_problem(selector: str) -> str | None:
     """Why ``selector`` is not a Kubernetes label selector; None if it is (empty = all)."""
     if not isinstance(selector, str):
@@ -264,8 +269,12 @@ class NodeObserver:
         events = self.tracker.relisted(pods, stamp)
         for event in events:
             self._outbox.put_event(event)
+        # One pass over the relist's events and one sampler update for the whole list,
+        # not one per pod: a relist of a full node must stay linear.
+        started = _started_uids(events)
         for uid in before | set(self.tracker.pods):
-            self._follow(uid, events)
+            self._follow(uid, started=uid in started)
+        self.sampler.pods_changed()
 
     def on_event(self, kind: str, pod: Obj, stamp: Stamp) -> None:
         if kind == "DELETED":
@@ -276,10 +285,15 @@ class NodeObserver:
             self._outbox.put_event(event)
         uid = (pod.get("metadata") or {}).get("uid")
         if isinstance(uid, str):
-            self._follow(uid, events)
+            self._follow(uid, started=uid in _started_uids(events))
+            self.sampler.pods_changed()
 
-    def _follow(self, uid: str, events: list[events_pb2.Event]) -> None:
-        """Point prober and sampler at what the tracker now knows of one pod."""
+    def _follow(self, uid: str, *, started: bool) -> None:
+        """Point prober and sampler at what the tracker now knows of one pod.
+
+        ``started``: a container of the pod started in the events just derived.
+        The caller tells the sampler that the pods changed, once per batch of pods.
+        """
         tracked = self.tracker.get(uid)
         if tracked is None:
             self.prober.forget(uid)
@@ -288,11 +302,8 @@ class NodeObserver:
             self.prober.forget(uid)
         elif tracked.target is not None:
             self.prober.track(tracked.ref, tracked.target, tracked.first_sight.wall_ns)
-            if any(
-                e.phase == events_pb2.PHASE_CONTAINER_STARTED and e.pod.uid == uid for e in events
-            ):
+            if started:
                 self.prober.hint_started(uid)
-        self.sampler.pods_changed()
 
     def _refs(self) -> list[events_pb2.PodRef]:
         return [pod.ref for pod in self.tracker.pods.values()]

@@ -13,10 +13,11 @@ unacknowledged. The wait depends on the error type (agent/errors.py):
 
 - ``TransientError`` (refused, reset, restarted, silent for ``response_timeout_s``)
   and ``PushBack`` (RESOURCE_EXHAUSTED): exponential backoff with full jitter,
-  uniform in [0, min(reconnect_max_s, reconnect_min_s · 2^attempt)]. The attempt
-  count restarts only once a session got an answer after its Welcome (and did
-  not end in push back), so a collector that accepts and immediately drops us,
-  or keeps saying it is overloaded, is not hammered.
+  uniform in [0, min(reconnect_max_s, reconnect_min_s · 2^attempt)]
+  (rtbench/backoff.py). The attempt count restarts only once a session got an
+  answer after its Welcome (and did not end in push back), so a collector that
+  accepts and immediately drops us, or keeps saying it is overloaded, is not
+  hammered.
 - ``OperatorError`` (wrong token, TLS handshake, protocol): logged as ERROR, and
   retried every ``operator_retry_s`` (jittered), because the fix (a new token
   file, a certificate, an upgraded collector) can arrive while the agent runs
@@ -25,7 +26,8 @@ unacknowledged. The wait depends on the error type (agent/errors.py):
 An INVALID_ARGUMENT that names a batch in its trailing metadata
 (``rtbench.protocol.REJECTED_SEQUENCE_KEY``) refused that batch alone: it is set
 aside in the spool as a ``.rejected`` file (counted, logged as ERROR) and the
-uplink reconnects at once, so one bad batch cannot block everything after it.
+uplink reconnects after the usual jittered backoff (a ``TransientError``), so one
+bad batch cannot block everything after it.
 
 A batch sealed before the first clock exchange carries no offset. Each session
 waits up to ``CLOCK_WAIT_S`` for the first reply of its clock-sync burst before
@@ -51,6 +53,7 @@ from typing import Any
 import grpc
 
 from rtbench import __version__
+from rtbench.backoff import full_jitter
 from rtbench.clock import wall_ns
 from rtbench.protocol import PROTOCOL, REJECTED_SEQUENCE_KEY
 from rtbench.v1 import agent_pb2, agent_pb2_grpc
@@ -237,8 +240,12 @@ class Uplink:
             if isinstance(error, OperatorError):
                 delay = self._settings.operator_retry_s * self._rng.uniform(0.5, 1.0)
             else:
-                cap = self._settings.reconnect_min_s * 2.0 ** min(attempt, 30)
-                delay = self._rng.uniform(0.0, min(self._settings.reconnect_max_s, cap))
+                delay = full_jitter(
+                    attempt,
+                    self._settings.reconnect_min_s,
+                    self._settings.reconnect_max_s,
+                    self._rng,
+                )
                 attempt += 1
             await asyncio.sleep(delay)
 

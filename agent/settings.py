@@ -29,7 +29,7 @@ import ipaddress
 import math
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,7 @@ __all__ = [
     "AgentSettings",
     "Option",
     "UplinkSettings",
+    "help_text",
     "parse_collector",
     "settings_from_sources",
 ]
@@ -308,52 +309,159 @@ class Option:
 OPTIONS: tuple[Option, ...] = (
     Option("--node", "observe", "node", _text, "this node's name (default: $NODE_NAME)"),
     Option("--collector", "uplink", "collector", _text, "HOST:PORT of the collector (required)"),
-    Option("--kubeconfig", "agent", "kubeconfig", Path, "kubeconfig (default: in-cluster)"),
+    Option(
+        "--kubeconfig",
+        "agent",
+        "kubeconfig",
+        Path,
+        "kubeconfig to read (default: the in-cluster service account when "
+        "KUBERNETES_SERVICE_HOST is set, else $KUBECONFIG, else ~/.kube/config)",
+    ),
     Option("--namespace", "observe", "namespace", _text, "watch one namespace (default: all)"),
-    Option("--label-selector", "observe", "label_selector", _text, "pods to watch"),
-    Option("--token", "uplink", "token", _text, "bearer token for the collector"),
+    Option("--label-selector", "observe", "label_selector", _text, "label selector of the pods"),
+    Option("--token", "uplink", "token", _text, "bearer token for the collector (default: none)"),
     Option("--token-file", "uplink", "token_file", Path, "file holding the bearer token"),
     Option("--tls-ca", "uplink", "tls_ca", Path, "PEM CA of the collector; turns TLS on"),
     Option("--tls-cert", "uplink", "tls_cert", Path, "PEM client certificate"),
     Option("--tls-key", "uplink", "tls_key", Path, "PEM key of the client certificate"),
-    Option("--tls-server-name", "uplink", "tls_server_name", _text, "name to verify"),
+    Option(
+        "--tls-server-name",
+        "uplink",
+        "tls_server_name",
+        _text,
+        "name to verify in the collector's certificate (default: the collector's host)",
+    ),
     Option(
         "--insecure", "uplink", "insecure", _bool, "allow plaintext to a remote collector", True
     ),
     Option("--state-dir", "uplink", "state_dir", Path, "spool and agent id directory"),
-    Option("--agent-id", "uplink", "agent_id", _text, "agent identity (default: persisted)"),
+    Option(
+        "--agent-id",
+        "uplink",
+        "agent_id",
+        _text,
+        "agent identity (default: <node>-<8 hex>, persisted in the state dir)",
+    ),
     Option("--batch-max-events", "uplink", "batch_max_events", _int, "records per batch"),
-    Option("--flush-interval", "uplink", "flush_interval_s", _float, "max record age, s"),
+    Option(
+        "--flush-interval", "uplink", "flush_interval_s", _float, "max age of a pending record, s"
+    ),
     Option("--memory-buffer", "uplink", "memory_buffer", _int, "unacked batches in memory"),
     Option("--spool-max-bytes", "uplink", "spool_max_bytes", _bytes, "spool size, e.g. 256Mi"),
     Option("--window", "uplink", "window", _int, "batches in flight before acks"),
-    Option("--clock-sync-interval", "uplink", "clock_sync_interval_s", _float, "seconds"),
+    Option(
+        "--clock-sync-interval",
+        "uplink",
+        "clock_sync_interval_s",
+        _float,
+        "seconds between clock exchanges",
+    ),
     Option("--clock-sync-burst", "uplink", "clock_sync_burst", _int, "exchanges at connect"),
     Option("--reconnect-min", "uplink", "reconnect_min_s", _float, "first backoff cap, s"),
     Option("--reconnect-max", "uplink", "reconnect_max_s", _float, "backoff cap, s"),
-    Option("--operator-retry", "uplink", "operator_retry_s", _float, "retry after auth/TLS"),
-    Option("--response-timeout", "uplink", "response_timeout_s", _float, "silent stream, s"),
-    Option("--shutdown-flush", "uplink", "shutdown_flush_s", _float, "flush at SIGTERM, s"),
+    Option(
+        "--operator-retry",
+        "uplink",
+        "operator_retry_s",
+        _float,
+        "retry period after an auth, TLS or protocol failure, s",
+    ),
+    Option(
+        "--response-timeout",
+        "uplink",
+        "response_timeout_s",
+        _float,
+        "a stream awaiting answers and silent this long is dead, s",
+    ),
+    Option("--shutdown-flush", "uplink", "shutdown_flush_s", _float, "wait for acks at SIGTERM, s"),
     Option("--watch-timeout", "observe", "watch_timeout_s", _int, "server watch timeout, s"),
-    Option("--inactivity-timeout", "observe", "inactivity_timeout_s", _float, "silent watch, s"),
-    Option("--watch-reconnect-max", "observe", "reconnect_max_s", _float, "watch backoff cap"),
+    Option(
+        "--inactivity-timeout",
+        "observe",
+        "inactivity_timeout_s",
+        _float,
+        "a watch silent this long is reconnected, s",
+    ),
+    Option("--watch-reconnect-max", "observe", "reconnect_max_s", _float, "watch backoff cap, s"),
     Option("--probe-port", "observe", "probe_port", _int, "port when a pod declares none"),
     Option("--probe-path", "observe", "probe_path", _text, "HTTP path to probe"),
     Option("--probe-rate", "observe", "probe_rate", _float, "probe attempts/s on the node"),
-    Option("--probe-timeout", "observe", "probe_timeout_s", _float, "per attempt, s"),
-    Option("--probe-first-interval", "observe", "probe_first_interval_s", _float, "s"),
-    Option("--probe-max-interval", "observe", "probe_max_interval_s", _float, "s"),
+    Option("--probe-timeout", "observe", "probe_timeout_s", _float, "per probe attempt, s"),
     Option(
-        "--probe-after-success-interval", "observe", "probe_after_success_interval_s", _float, "s"
+        "--probe-first-interval",
+        "observe",
+        "probe_first_interval_s",
+        _float,
+        "first interval between probes of a waiting pod, s",
+    ),
+    Option(
+        "--probe-max-interval",
+        "observe",
+        "probe_max_interval_s",
+        _float,
+        "cap of that interval until the first response, s",
+    ),
+    Option(
+        "--probe-after-success-interval",
+        "observe",
+        "probe_after_success_interval_s",
+        _float,
+        "probe interval after the first response, s",
     ),
     Option("--probe-growth", "observe", "probe_growth", _float, "interval growth per attempt"),
-    Option("--sample-interval", "observe", "sample_interval_s", _float, "resources, s"),
-    Option("--idle-sample-interval", "observe", "idle_sample_interval_s", _float, "idle, s"),
+    Option(
+        "--sample-interval",
+        "observe",
+        "sample_interval_s",
+        _float,
+        "resource sample interval while pods are tracked, s",
+    ),
+    Option(
+        "--idle-sample-interval",
+        "observe",
+        "idle_sample_interval_s",
+        _float,
+        "resource sample interval with no pods tracked, s",
+    ),
     Option("--proc-root", "observe", "proc_root", Path, "where /proc is mounted"),
     Option("--cgroup-root", "observe", "cgroup_root", Path, "where the cgroup fs is mounted"),
     Option("--log-level", "agent", "log_level", str.lower, "debug, info, warning or error"),
-    Option("--progress-interval", "agent", "progress_interval_s", _float, "progress line, s"),
+    Option(
+        "--progress-interval", "agent", "progress_interval_s", _float, "progress line period, s"
+    ),
 )
+
+_SECTIONS: dict[str, type] = {
+    "agent": AgentSettings,
+    "uplink": UplinkSettings,
+    "observe": ObserveSettings,
+}
+
+
+def _shown(value: object, parse: Callable[[str], object]) -> str:
+    if parse is _bytes and isinstance(value, int):
+        for unit, size in (("Gi", 2**30), ("Mi", 2**20), ("Ki", 2**10)):
+            if value and value % size == 0:
+                return f"{value // size}{unit}"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def help_text(option: Option) -> str:
+    """The option's help, with the settings dataclass's default unless it says its own.
+
+    Defaults of None (nothing set) and of switches (off) are left to the help text.
+    """
+    if "default:" in option.help or "required" in option.help:
+        return option.help
+    default = next(
+        (f.default for f in fields(_SECTIONS[option.section]) if f.name == option.name),
+        MISSING,
+    )
+    if default is MISSING or default is None or isinstance(default, bool):
+        return option.help
+    return f"{option.help} (default: {_shown(default, option.parse)})"
 
 
 def settings_from_sources(environ: Mapping[str, str], flags: Mapping[str, object]) -> AgentSettings:

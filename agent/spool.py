@@ -3,10 +3,20 @@
 An agent restart, a crash or a power cut must not lose a batch the collector has
 not acknowledged. So the batcher hands each sealed batch to the spool, which
 writes it to its own file (temp name, fsync, rename, fsync of the directory) and
-only then offers it to the uplink; an ack deletes the file. The newest batches
-are also kept in memory, up to ``memory_batches``, so the common path (seal,
-send, ack within milliseconds) never reads the disk; older ones are read back
-when they are resent.
+only then offers it to the uplink; an ack deletes the file. A batch sealed while
+fewer than ``memory_batches`` are held is also kept in memory, so the common
+path (seal, send, ack within milliseconds, the memory never full) never reads
+the disk. When the collector falls behind, the memory holds the oldest
+unacknowledged batches and the ones sealed after it filled are on disk only.
+That suits the resend after an outage, which goes oldest first: it starts from
+memory at once and reads the disk only for the later batches (and for those of
+an earlier run), and every ack frees a slot for a batch sealed from then on.
+
+Acknowledging a batch or setting it aside changes its file and the index
+together, shielded from cancellation: an uplink session that is cancelled
+mid-ack must not leave a batch indexed whose file is gone. A batch that is
+indexed but whose file has vanished anyway counts as acknowledged when it is
+next loaded.
 
 Layout under the state directory::
 
@@ -148,7 +158,7 @@ def other_spools(spool_root: Path, agent_id: str) -> dict[str, int]:
 
 
 class Spool:
-    """Unacknowledged batches, durable on disk, the newest also in memory."""
+    """Unacknowledged batches, durable on disk, the first ``memory_batches`` also in memory."""
 
     def __init__(self, directory: Path, *, max_bytes: int, memory_batches: int) -> None:
         self.directory = directory
@@ -326,22 +336,39 @@ class Spool:
     # -- reading and acknowledging ---------------------------------------------
 
     async def load(self, seq: int) -> agent_pb2.Batch | None:
-        """The batch, from memory or disk; None if acked, dropped or damaged."""
+        """The batch, from memory or disk; None if acked, dropped or damaged.
+
+        A batch still indexed whose file is gone leaves the index here, as if it
+        had been acknowledged, so that a sender asking for it moves on.
+        """
         batch = self._memory.get(seq)
         if batch is not None or seq not in self._sizes:
             return batch
         try:
             batch, damaged = await asyncio.to_thread(self._read, seq)
-            if damaged and seq in self._sizes:
-                path = self.directory / f"{seq:020d}{_SUFFIX}"
-                await asyncio.to_thread(os.replace, path, path.with_suffix(".corrupt"))
-                self.counters.corrupt += 1
-                self._forget(seq)
-                self._notify()
-                log.warning("spooled batch %d is damaged; set aside as .corrupt", seq)
         except OSError as exc:
             raise SpoolError(f"cannot read spooled batch {seq}: {exc}") from exc
+        if batch is None and seq in self._sizes:
+            if damaged:
+                await asyncio.shield(self._set_aside_damaged(seq))
+            else:
+                log.debug("spooled batch %d vanished from disk; counting it acknowledged", seq)
+                self._forget(seq)
+                self._notify()
         return batch
+
+    async def _set_aside_damaged(self, seq: int) -> None:
+        path = self.directory / f"{seq:020d}{_SUFFIX}"
+        try:
+            await asyncio.to_thread(os.replace, path, path.with_suffix(".corrupt"))
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise SpoolError(f"cannot set aside damaged batch {seq}: {exc}") from exc
+        self.counters.corrupt += 1
+        self._forget(seq)
+        self._notify()
+        log.warning("spooled batch %d is damaged; set aside as .corrupt", seq)
 
     def _read(self, seq: int) -> tuple[agent_pb2.Batch | None, bool]:
         """(batch, damaged); (None, False) when the file is gone (acked meanwhile)."""
@@ -364,6 +391,12 @@ class Spool:
         """
         if seq not in self._sizes:
             return False
+        # Shielded as a whole: a cancelled caller must not leave the file renamed
+        # but the batch still indexed (and uncounted).
+        await asyncio.shield(self._set_aside_rejected(seq))
+        return True
+
+    async def _set_aside_rejected(self, seq: int) -> None:
         path = self.directory / f"{seq:020d}{_SUFFIX}"
         try:
             await asyncio.to_thread(os.replace, path, path.with_suffix(".rejected"))
@@ -374,7 +407,6 @@ class Spool:
         self.counters.rejected += 1
         self._forget(seq)
         self._notify()
-        return True
 
     async def advance_sequence(self, seq: int) -> None:
         """Never seal at or below ``seq`` again (the collector has seen it from this id)."""
@@ -399,24 +431,27 @@ class Spool:
         """
         if seq not in self._sizes:
             return False
-        await self._unlink(f"cannot delete acknowledged batch {seq}", [seq])
-        self._forget(seq)
-        self._notify()
+        await self._delete(f"cannot delete acknowledged batch {seq}", [seq])
         return True
 
     async def ack_through(self, seq: int) -> int:
         """Delete every batch up to ``seq`` (the collector holds them); returns how many."""
         done = self._unacked[: bisect.bisect_right(self._unacked, seq)]
         if done:
-            await self._unlink("cannot delete acknowledged batches", done)
-            for s in done:
-                self._forget(s)
-            self._notify()
+            await self._delete("cannot delete acknowledged batches", done)
         return len(done)
 
-    async def _unlink(self, what: str, seqs: list[int]) -> None:
-        # Shielded: a deletion under way completes even when the caller is cancelled.
+    async def _delete(self, what: str, seqs: list[int]) -> None:
+        # Shielded as a whole, files and index together: a deletion under way
+        # completes even when the caller is cancelled, or the index would keep
+        # batches whose files are gone.
+        await asyncio.shield(self._delete_now(what, seqs))
+
+    async def _delete_now(self, what: str, seqs: list[int]) -> None:
         try:
-            await asyncio.shield(asyncio.to_thread(self._unlink_many, seqs))
+            await asyncio.to_thread(self._unlink_many, seqs)
         except OSError as exc:
             raise SpoolError(f"{what}: {exc}") from exc
+        for seq in seqs:
+            self._forget(seq)
+        self._notify()

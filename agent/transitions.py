@@ -34,9 +34,10 @@ Repeats, decided: scheduled, running, ready, deletion_requested and gone happen
 at most once per UID (a readiness flap later is availability, which the prober
 measures). container_started and container_exited happen once per container
 instance, keyed (container, restart index), so a restart is visible and a
-relist does not repeat it. failed happens once per distinct reason per pod (the
-first OOMKilled matters; every later one is a container_exited). Container
-failures seen after deletion was requested are not failures, only exits.
+relist does not repeat it. failed happens once per pod for each distinct
+(container, reason) pair, the pod's own phase Failed counting as container ""
+(a container's first OOMKilled matters; every later one is a container_exited).
+Container failures seen after deletion was requested are not failures, only exits.
 
 The deletion request's API time is ``deletionTimestamp`` minus
 ``deletionGracePeriodSeconds``, because the API server sets the timestamp to the

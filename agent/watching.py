@@ -12,10 +12,12 @@ never be down for long. The loop follows kopf's infinite / continuous watch:
   resourceVersion seen, events and bookmarks alike;
 - 410 Gone (an ERROR event or the response status) means the history is
   compacted: list again;
-- a lost connection, 429 or 5xx, or no line at all for ``inactivity_timeout_s``
-  (a hung connection) means reconnecting after a jittered exponential backoff
-  (full jitter, capped at ``reconnect_max_s``), resuming from the last
-  resourceVersion; the backoff starts over once a watch delivers again;
+- a lost connection, 429 or 5xx, or nothing read from the socket for
+  ``inactivity_timeout_s`` (a hung connection: the server accepted the watch but
+  sends neither its response headers nor events or bookmarks) means reconnecting
+  after a jittered exponential backoff (full jitter, capped at ``reconnect_max_s``,
+  rtbench/backoff.py), resuming from the last resourceVersion; the backoff starts
+  over once a watch delivers again;
 - any other 4xx is a configuration or permission problem that retrying will not
   fix: ``run()`` raises ``WatchRefused``.
 
@@ -42,8 +44,10 @@ import random
 from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
+from aiohttp.http_exceptions import LineTooLong
 from kubernetes_asyncio import client as k8s
 
+from rtbench.backoff import full_jitter
 from rtbench.clock import mono_ns, wall_ns
 
 from .errors import AgentError
@@ -159,8 +163,9 @@ class PodWatcher:
                 await self._pause(failures, str(exc))
 
     async def _pause(self, failures: int, why: str) -> None:
-        ceiling = min(self._settings.reconnect_max_s, RECONNECT_FIRST_S * 2 ** (failures - 1))
-        delay = self._rng.uniform(0, ceiling)
+        delay = full_jitter(
+            failures - 1, RECONNECT_FIRST_S, self._settings.reconnect_max_s, self._rng
+        )
         log.warning("pod watch interrupted (%s); retrying in %.2fs", why, delay)
         await asyncio.sleep(delay)
 
@@ -179,7 +184,9 @@ class PodWatcher:
             if ns is None:
                 return await self._core.list_pod_for_all_namespaces(**kwargs)
             return await self._core.list_namespaced_pod(ns, **kwargs)
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+        except TimeoutError as exc:  # aiohttp's timeouts are TimeoutErrors too
+            raise WatchRetryable(f"no answer from the API server in time: {exc!r}") from exc
+        except (aiohttp.ClientError, OSError) as exc:
             raise WatchRetryable(f"cannot reach the API server: {exc!r}") from exc
 
     async def _list(self) -> None:
@@ -212,8 +219,14 @@ class PodWatcher:
         loop = asyncio.get_running_loop()
         started = loop.time()
         delivered = False
+        # sock_read bounds every wait for the server, from the request to the response
+        # headers and then between reads of the stream, so a server that accepts the
+        # watch and never answers is a hung connection like one that stops mid-stream.
+        # No total: a healthy watch lasts until the server's timeoutSeconds.
         response = await self._request(
-            aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT_S),
+            aiohttp.ClientTimeout(
+                total=None, sock_connect=CONNECT_TIMEOUT_S, sock_read=s.inactivity_timeout_s
+            ),
             watch=True,
             resource_version=self._rv,
             allow_watch_bookmarks=True,
@@ -223,23 +236,21 @@ class PodWatcher:
             if response.status != 200:
                 raise _status_error(response.status, _decode(await response.read()))
             self.watches += 1
-            async with asyncio.timeout(s.inactivity_timeout_s) as quiet:
-                while True:
-                    try:
-                        line = await response.content.readline()
-                    except ValueError as exc:  # a line beyond aiohttp's read buffer
-                        raise WatchRetryable(f"unreadable watch line: {exc}") from exc
-                    # Stamp first: the event's time is its arrival, not its processing.
-                    stamp = Stamp(wall_ns(), mono_ns())
-                    if not line:
-                        break
-                    quiet.reschedule(loop.time() + s.inactivity_timeout_s)
-                    delivered = True
-                    self._dispatch(line, stamp)
-                    # A read from the buffer does not yield: let the prober run between
-                    # the events of a burst instead of after all of them.
-                    await asyncio.sleep(0)
-        except TimeoutError as exc:
+            while True:
+                try:
+                    line = await response.content.readline()
+                except LineTooLong as exc:  # a line beyond aiohttp's read buffer
+                    raise WatchRetryable(f"unreadable watch line: {exc}") from exc
+                # Stamp first: the event's time is its arrival, not its processing.
+                stamp = Stamp(wall_ns(), mono_ns())
+                if not line:
+                    break
+                delivered = True
+                self._dispatch(line, stamp)
+                # A read from the buffer does not yield: let the prober run between
+                # the events of a burst instead of after all of them.
+                await asyncio.sleep(0)
+        except TimeoutError as exc:  # sock_read: aiohttp's SocketTimeoutError
             raise WatchRetryable(f"no event or bookmark for {s.inactivity_timeout_s:g}s") from exc
         except (aiohttp.ClientError, OSError) as exc:
             raise WatchRetryable(f"watch connection lost: {exc!r}") from exc

@@ -5,6 +5,7 @@ and the simulated cluster never import each other, only this package.
 
 - ``rtbench.v1``: code generated from ``proto/rtbench/v1`` (``scripts/gen-proto``).
 - ``rtbench.clock``: nanosecond clocks and the NTP-style offset estimate.
+- ``rtbench.backoff``: the full-jitter exponential backoff of the reconnect loops.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from pathlib import Path
 import grpc
 
 from agent.errors import PushBack, TransientError
-from agent.spool import decode_batch
+from agent.spool import Spool, decode_batch
 from rtbench.v1 import events_pb2
 from tests.agent.fake_collector import FakeCollector
 from tests.agent.harness import (
@@ -259,3 +259,29 @@ async def test_batches_sealed_before_any_clock_exchange_carry_the_offset(
     for batch in fake.batches():
         assert batch.HasField("clock"), f"batch {batch.sequence} went without an offset"
         assert abs(batch.clock.offset_ns - shift) <= batch.clock.uncertainty_ns
+
+
+async def test_a_spooled_batch_whose_file_vanished_does_not_stall_the_uplink(
+    tmp_path: Path,
+) -> None:
+    fake = FakeCollector()
+    settings = uplink_settings(fake.address, tmp_path)
+    earlier = Spool.open(
+        settings.state_dir / "spool" / "test-agent", max_bytes=2**30, memory_batches=0
+    )
+    for first in (0, 10, 20):
+        await earlier.seal(
+            events=[record(i) for i in range(first, first + 10)],
+            samples=[],
+            probes=[],
+            clock=None,
+            sealed_ns=1,
+        )
+    async with running_uplink(settings) as stack:
+        assert stack.spool.sequences() == [1, 2, 3] and stack.spool.in_memory == 0
+        # Indexed, yet gone from disk: what an ack cancelled mid-delete used to leave.
+        (stack.spool.directory / f"{1:020d}.batch").unlink()
+        async with fake:
+            await wait_for(lambda: stack.spool.unacked == 0, what="batches 2 and 3 acked")
+    assert_each_once(fake, range(10, 30))
+    assert [b.sequence for b in fake.batches()] == [2, 3]

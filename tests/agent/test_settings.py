@@ -7,10 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from agent.cli import parse_run
+from agent.cli import parse_run, run_parser
 from agent.errors import ConfigError
 from agent.observing import ObserveSettings
-from agent.settings import OPTIONS, AgentSettings, UplinkSettings, settings_from_sources
+from agent.settings import (
+    OPTIONS,
+    AgentSettings,
+    UplinkSettings,
+    help_text,
+    settings_from_sources,
+)
 
 BASE = ["--node", "n1", "--collector", "127.0.0.1:7070"]
 
@@ -87,6 +93,24 @@ def test_every_option_names_a_settings_field() -> None:
         assert option.name in names, option.flag
         assert option.env == "RTBENCH_AGENT_" + option.flag[2:].upper().replace("-", "_")
     assert len({o.flag for o in OPTIONS}) == len(OPTIONS)
+
+
+def test_help_states_every_default() -> None:
+    sections = {"agent": AgentSettings, "uplink": UplinkSettings, "observe": ObserveSettings}
+    for option in OPTIONS:
+        field = {f.name: f for f in dataclasses.fields(sections[option.section])}[option.name]
+        unset = field.default is dataclasses.MISSING or field.default is None
+        if not unset and not isinstance(field.default, bool):  # a switch's default is off
+            assert "default:" in help_text(option), option.flag
+    shown = {o.flag: help_text(o) for o in OPTIONS}
+    assert shown["--flush-interval"].endswith("(default: 0.1)")
+    assert shown["--spool-max-bytes"].endswith("(default: 256Mi)")
+    assert shown["--state-dir"].endswith("(default: /var/lib/rtbench-agent)")
+    kubeconfig = shown["--kubeconfig"]
+    order = ("KUBERNETES_SERVICE_HOST", "$KUBECONFIG", "~/.kube/config")
+    assert all(word in kubeconfig for word in order), kubeconfig
+    assert sorted(order, key=kubeconfig.index) == list(order)
+    assert "(default: 90)" in " ".join(run_parser().format_help().split())
 
 
 def test_token_is_not_in_the_repr() -> None:

@@ -1,16 +1,20 @@
-"""The spool on a real file system: durability across reopen, crash leftovers, overflow."""
+"""The spool on a real file system: durability across reopen, crash leftovers, overflow,
+and callers cancelled in the middle of deleting a batch."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from agent.errors import StartupError
 from agent.spool import Spool, load_or_create_agent_id, other_spools
 from rtbench.v1 import events_pb2
-from tests.agent.harness import record, record_ids
+from tests.agent.harness import record, record_ids, wait_for
 
 
 def open_spool(path: Path, *, max_bytes: int = 2**30, memory_batches: int = 100) -> Spool:
@@ -174,3 +178,51 @@ async def test_overflow_counts_records_of_batches_from_an_earlier_run(tmp_path: 
     assert spool.sequences() == [3, 4]
     assert spool.counters.dropped_overflow == 2
     assert spool.counters.dropped_records == 2 * 11
+
+
+async def cancel_while_deleting(call: Coroutine[Any, Any, object]) -> None:
+    """Start a spool call, cancel its caller once the file is on its way out, as a
+    cancelled uplink session does mid-ack."""
+    task = asyncio.ensure_future(call)
+    await asyncio.sleep(0)  # now awaiting the file operation in a thread
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+@pytest.mark.parametrize("how", ["ack", "ack_through"])
+async def test_a_cancelled_ack_still_forgets_the_batch(tmp_path: Path, how: str) -> None:
+    spool = open_spool(tmp_path / "s", memory_batches=0)
+    await seal(spool, 0, 1)
+    await seal(spool, 1, 1)
+    changed = spool.change()
+    call = spool.ack(1) if how == "ack" else spool.ack_through(1)
+    await cancel_while_deleting(call)
+    await wait_for(lambda: spool.sequences() == [2], what="batch 1 leaving the index")
+    assert changed.is_set(), "the index change is announced"
+    assert batch_files(tmp_path / "s") == [f"{2:020d}.batch"]
+    assert spool.next_after(0) == 2 and spool.count_upto(1) == 0
+
+
+async def test_a_cancelled_reject_still_sets_the_batch_aside(tmp_path: Path) -> None:
+    spool = open_spool(tmp_path / "s", memory_batches=0)
+    await seal(spool, 0, 1)
+    await seal(spool, 1, 1)
+    await cancel_while_deleting(spool.reject(1))
+    await wait_for(lambda: spool.sequences() == [2], what="batch 1 leaving the index")
+    assert spool.counters.rejected == 1
+    assert (tmp_path / "s" / f"{1:020d}.rejected").exists()
+
+
+async def test_a_batch_whose_file_vanished_counts_as_acknowledged(tmp_path: Path) -> None:
+    spool = open_spool(tmp_path / "s", memory_batches=0)
+    await seal(spool, 0, 1)
+    await seal(spool, 1, 1)
+    (tmp_path / "s" / f"{1:020d}.batch").unlink()  # what a cancelled ack used to leave
+    changed = spool.change()
+    assert await spool.load(1) is None
+    assert spool.sequences() == [2], "a sender asking for batch 1 again would never move on"
+    assert changed.is_set()
+    assert spool.counters.corrupt == 0
+    second = await spool.load(2)
+    assert second is not None and record_ids(second.events) == [1]
