@@ -12,9 +12,11 @@ Shutdown has two stages. Stage one (first SIGTERM/SIGINT, or ``stop`` set):
 health turns NOT_SERVING, no new RPCs or batches are accepted, every agent
 stream waits for its in-flight batches to commit, sends their acks and ends with
 UNAVAILABLE (the agent reconnects elsewhere or later), then the writer commits
-whatever is still queued and the journal is closed. Stage two (a second signal,
-or ``shutdown_grace`` seconds passing) cancels what is left; anything not acked
-is still in the agents' spools, so nothing is lost, only resent.
+whatever is still queued and the journal is closed. The server gives open
+streams ``shutdown_grace`` seconds; stage two (a second signal, or
+``shutdown_grace`` + 1 seconds passing, the extra second for the writer to
+commit what the last streams handed over) cancels what is left; anything not
+acked is still in the agents' spools, so nothing is lost, only resent.
 """
 
 from __future__ import annotations
@@ -47,22 +49,13 @@ log = logging.getLogger("collector")
 
 BACKLOG_POLL_S = 0.5
 """How often the export backlog is sampled for push-back; the exporter caches ~100 ms."""
+WRITER_GRACE_S = 1.0
+"""Past shutdown_grace, how long the writer may still commit before stage two."""
 
 
 def influx_target(settings: CollectorSettings) -> InfluxTarget | None:
     """The exporter's target from the settings, None for journal only."""
-    if not settings.influx_enabled:
-        return None
-    return InfluxTarget(
-        url=settings.influx_url,
-        database=settings.influx_db,
-        username=settings.influx_user,
-        password=settings.influx_password,
-        token=settings.influx_token,
-        org=settings.influx_org,
-        bucket=settings.influx_bucket,
-        api=settings.influx_api,
-    )
+    return settings.influx_target()
 
 
 class Collector:
@@ -193,7 +186,7 @@ class Collector:
         drain = asyncio.create_task(self._drain(writer_task, grace), name="drain")
         hard_wait = asyncio.ensure_future(hard.wait())
         done, _ = await asyncio.wait(
-            {drain, hard_wait}, timeout=grace + 1.0, return_when=asyncio.FIRST_COMPLETED
+            {drain, hard_wait}, timeout=grace + WRITER_GRACE_S, return_when=asyncio.FIRST_COMPLETED
         )
         hard_wait.cancel()
         if drain not in done:

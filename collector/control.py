@@ -8,9 +8,11 @@ journal, from where the exporter ships it to InfluxDB.
 
 Writes go through the ingest's ``Writer`` (the journal's one thread, in order with
 agent batches); reads open their own read-only connection in a worker thread, so
-a large summary never holds up acknowledgements. Errors map to status codes in
-one place (``status_for``): unknown run NOT_FOUND, existing run ALREADY_EXISTS,
-bad request INVALID_ARGUMENT, journal trouble UNAVAILABLE.
+a large summary never holds up acknowledgements. FinishRun does both: the writer
+marks the run finished, a reader computes the summary, the writer stores it.
+Errors map to status codes in one place (``status_for``): unknown run NOT_FOUND,
+existing run ALREADY_EXISTS, bad request INVALID_ARGUMENT, journal trouble
+UNAVAILABLE.
 """
 
 from __future__ import annotations
@@ -96,8 +98,7 @@ def _progress_snapshot(
 
 
 def _summary(conn: sqlite3.Connection, run_id: str, include_pods: bool) -> control_pb2.RunSummary:
-    _run_row(conn, run_id)  # NOT_FOUND from our own check, whatever summaries raises
-    return compute_summary(conn, run_id, include_pods=include_pods)
+    return compute_summary(conn, run_id, include_pods=include_pods)  # raises UnknownRun
 
 
 def _list_runs(conn: sqlite3.Connection, test_id: str, plan_id: str) -> list[control_pb2.RunInfo]:
@@ -205,25 +206,28 @@ class ControlApi:
     async def FinishRun(
         self, request: control_pb2.FinishRunRequest, context: Any
     ) -> control_pb2.FinishRunResponse:
+        run_id, now = request.run_id, wall_ns()
         try:
             if request.state not in TERMINAL_STATES:
                 raise InvalidRequest(
                     f"state {control_pb2.RunState.Name(request.state)} does not finish a run"
                 )
-            await self._writer.call(self._finish, request.run_id, request.state, request.message)
+            await self._writer.call(
+                self._journal.finish_run, run_id, request.state, request.message, now
+            )
         except CollectorError as exc:
             await self._fail(context, exc)
-        self._progress.set_state(request.run_id, request.state)
-        log.info("run %s finished: %s", request.run_id, control_pb2.RunState.Name(request.state))
+        self._progress.set_state(run_id, request.state)
+        log.info("run %s finished: %s", run_id, control_pb2.RunState.Name(request.state))
+        await self._store_summary(run_id, now)
         return control_pb2.FinishRunResponse()
 
-    def _finish(self, run_id: str, state: int, message: str) -> None:
-        """On the journal thread: mark finished, then compute and store the summary."""
-        now = wall_ns()
-        self._journal.finish_run(run_id, state, message, now)
+    async def _store_summary(self, run_id: str, now: int) -> None:
+        """Computes the finished run's summary off the journal thread (it may be
+        large: the writer keeps committing and acking meanwhile), then stores it."""
         try:
-            summary = compute_summary(self._journal.connection(), run_id, include_pods=False)
-            self._journal.store_summary(run_id, summary, now)
+            summary = await self._reading(_summary, run_id, False)
+            await self._writer.call(self._journal.store_summary, run_id, summary, now)
         except Exception:
             # The run is finished either way; a summary can be recomputed on request.
             log.exception("summary of run %s could not be computed or stored", run_id)

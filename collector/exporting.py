@@ -45,6 +45,7 @@ from google.protobuf.message import DecodeError
 
 from collector.errors import JournalError
 from collector.influxwrite import Delivery, ExportError, InfluxTarget, InvalidTarget, Rejected
+from collector.journal import open_reader
 from collector.lineprotocol import pod_phase_line, probe_line, sample_line, summary_lines
 from rtbench.clock import wall_ns
 from rtbench.v1 import control_pb2
@@ -97,6 +98,12 @@ _QUERIES = {
         WHERE id > ? ORDER BY id LIMIT ?""",
 }
 
+_RENDER: dict[str, Callable[[sqlite3.Row], str | None]] = {
+    "events": pod_phase_line,
+    "probes": probe_line,
+    "samples": sample_line,
+}
+
 _BACKLOG_QUERY = " + ".join(
     f"((SELECT coalesce(max(id), 0) FROM {s})"
     f" - coalesce((SELECT last_id FROM export_cursors WHERE stream = '{s}'), 0))"
@@ -116,7 +123,8 @@ class ExportStats:
     splits: int = 0
     """Times a batch was halved (413, or isolating bad lines after a 400)."""
     skipped: int = 0
-    """Rows with no point: pod samples/probes outside any run, unrenderable rows."""
+    """Rows with no point: events, pod samples and probes of pods outside any run,
+    unrenderable rows."""
     last_error: str = ""
 
 
@@ -145,6 +153,8 @@ class Exporter:
         self._dead_letter_episode = False
         self._backlog_lock = threading.Lock()
         self._backlog_conn: sqlite3.Connection | None = None
+        self._backlog_closed = False
+        """Set when run() ends: backlog() then never opens a connection again."""
         self._backlog_value = 0
         self._backlog_at = float("-inf")
 
@@ -169,7 +179,10 @@ class Exporter:
                 await in_thread(conn.close)
             executor.shutdown(wait=True)
             await writer.close()
+            # Under the lock, so a backlog() still running in some thread either
+            # finishes with the connection first or finds it closed for good.
             with self._backlog_lock:
+                self._backlog_closed = True
                 if self._backlog_conn is not None:
                     self._backlog_conn.close()
                     self._backlog_conn = None
@@ -243,16 +256,19 @@ class Exporter:
     def backlog(self) -> int:
         """Journal rows not yet exported (held ones included); cached ~100 ms.
 
-        Safe from any thread: it uses its own connection. 0 while the journal
-        does not exist yet.
+        Safe from any thread: it reads through its own read-only connection,
+        counted independently of the export loop, so it keeps growing while
+        InfluxDB is down. 0 while the journal does not exist yet. Once run()
+        has ended it returns the last value and opens nothing.
         """
         with self._backlog_lock:
             now = time.monotonic()
-            if now - self._backlog_at < BACKLOG_CACHE_S:
+            if self._backlog_closed or now - self._backlog_at < BACKLOG_CACHE_S:
                 return self._backlog_value
             try:
                 if self._backlog_conn is None:
-                    self._backlog_conn = self._open(writes=False)
+                    # Used from whichever thread asks, closed by run(): the lock serialises.
+                    self._backlog_conn = open_reader(self._path, any_thread=True)
                 (value,) = self._backlog_conn.execute(f"SELECT {_BACKLOG_QUERY}").fetchone()
             except (sqlite3.Error, JournalError) as exc:
                 log.debug("backlog unavailable: %s", exc)
@@ -263,7 +279,7 @@ class Exporter:
 
     # -- in the SQLite thread --------------------------------------------------
 
-    def _open(self, *, writes: bool = True) -> sqlite3.Connection:
+    def _open(self) -> sqlite3.Connection:
         if not self._path.exists():
             raise JournalError(f"journal {self._path} does not exist")
         try:
@@ -275,10 +291,9 @@ class Exporter:
                 check_same_thread=False,
             )
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            if writes:
-                # Losing the last cursor update to a power cut only means a
-                # resend, which InfluxDB absorbs: no fsync per cursor commit.
-                conn.execute("PRAGMA synchronous = NORMAL")
+            # Losing the last cursor update to a power cut only means a
+            # resend, which InfluxDB absorbs: no fsync per cursor commit.
+            conn.execute("PRAGMA synchronous = NORMAL")
         except sqlite3.Error as exc:
             raise JournalError(f"cannot open journal {self._path}: {exc}") from exc
         return conn
@@ -325,12 +340,10 @@ class Exporter:
 
     def _render(self, stream: str, row: sqlite3.Row) -> Iterable[str]:
         try:
-            if stream == "events":
-                return [pod_phase_line(row)]
             if stream == "summaries":
                 summary = control_pb2.RunSummary.FromString(row["summary"])
                 return list(summary_lines(summary, row["computed_ns"]))
-            line = probe_line(row) if stream == "probes" else sample_line(row)
+            line = _RENDER[stream](row)
         except (ValueError, TypeError, DecodeError) as exc:
             # A row the schema cannot express (e.g. no field at all): say so
             # once per row and move on rather than stall the stream.

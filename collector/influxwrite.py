@@ -218,9 +218,17 @@ class InvalidTarget(ConfigError, ValueError):
     """The InfluxDB target settings cannot work; found before any I/O."""
 
 
+_FLAGS = {"org": "--influx-org", "bucket": "--influx-bucket", "token": "--influx-token"}
+
+
 @dataclass(frozen=True)
 class InfluxTarget:
-    """Where and how to write. Checked on construction, without I/O."""
+    """Where and how to write. Checked on construction, without I/O.
+
+    These checks are the one statement of what a target needs
+    (``CollectorSettings.check`` builds a target to apply them), so their
+    messages name the ``collector serve`` flags that set each field.
+    """
 
     url: str
     """Base URL of InfluxDB, e.g. http://127.0.0.1:8086."""
@@ -247,16 +255,18 @@ class InfluxTarget:
 
     def __post_init__(self) -> None:
         if not self.url.startswith(("http://", "https://")):
-            raise InvalidTarget(f"InfluxDB url must start with http:// or https://: {self.url!r}")
+            raise InvalidTarget(
+                f"--influx-url must start with http:// or https://, got {self.url!r}"
+            )
         if self.api == "v1":
             if not self.database:
-                raise InvalidTarget("InfluxDB v1 /write needs a database name")
+                raise InvalidTarget("--influx-api v1 needs --influx-db (the /write database)")
         elif self.api == "v2":
-            missing = [n for n in ("org", "bucket", "token") if not getattr(self, n)]
+            missing = [flag for name, flag in _FLAGS.items() if not getattr(self, name)]
             if missing:
-                raise InvalidTarget(f"InfluxDB v2 write needs {', '.join(missing)}")
+                raise InvalidTarget(f"--influx-api v2 needs {', '.join(missing)}")
         else:
-            raise InvalidTarget(f"InfluxDB api must be v1 or v2, not {self.api!r}")
+            raise InvalidTarget(f"--influx-api must be v1 or v2, got {self.api!r}")
         if self.batch_lines < 1:
             raise InvalidTarget("batch_lines must be at least 1")
         if self.flush_interval_s < 0 or self.max_retry_s <= 0:

@@ -4,7 +4,8 @@ An agent keeps a batch until it is acknowledged, so an Ack is a promise that the
 batch is on disk. ``AgentIngest.Connect`` serves one agent stream: Hello first
 (else INVALID_ARGUMENT), Welcome back, then batches and clock-sync requests in
 any order. Several batches of one agent may be in flight; acks go out as their
-commits finish, possibly out of order.
+commits finish, which is the order the stream sent the batches in: the one
+writer thread commits its queue first in, first out.
 
 ``Writer`` owns the journal: it runs every journal call in one dedicated thread
 (the event loop keeps serving) and commits all batches that queued up while the

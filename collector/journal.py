@@ -19,7 +19,9 @@ collector timebase of DESIGN.md). Conventions the readers rely on:
 - Empty strings and zero "unset" protobuf values (namespace, name, reason,
   container, attributes, monotonic and API times) are stored as NULL.
 - A batch without a clock estimate is stored with offset 0 and clock uncertainty
-  -1 (unknown).
+  -1 (unknown). ``batches`` keeps each batch's clock estimate (the one that
+  corrected its records); ``agents.offset_*`` is the estimate of the agent's
+  highest-sequence batch that had one, so a late older batch never rolls it back.
 - ``pods.first_seen_ns`` is the corrected time of the record that introduced the
   pod; ordinals are 0, 1, 2... per run in order of first sight.
 
@@ -54,7 +56,8 @@ CREATE TABLE IF NOT EXISTS agents(
 CREATE TABLE IF NOT EXISTS batches(
   agent_id TEXT NOT NULL, sequence INTEGER NOT NULL, received_ns INTEGER NOT NULL,
   sealed_ns INTEGER, events INTEGER, samples INTEGER, probes INTEGER,
-  offset_ns INTEGER, offset_uncertainty_ns INTEGER,
+  offset_ns INTEGER, offset_uncertainty_ns INTEGER, offset_measured_at_ns INTEGER,
+  offset_samples INTEGER,
   PRIMARY KEY(agent_id, sequence)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS runs(
   run_id TEXT PRIMARY KEY, test_id TEXT, runtime_class TEXT, variant TEXT, replicas INTEGER,
@@ -107,6 +110,13 @@ TERMINAL_STATES = frozenset(
 _UNKNOWN_UNCERTAINTY = -1
 """Clock uncertainty recorded for a batch that carried no offset estimate."""
 
+_ADDED_COLUMNS = (
+    ("batches", "offset_measured_at_ns", "INTEGER"),
+    ("batches", "offset_samples", "INTEGER"),
+)
+"""Columns added since schema version 1 was first written: journals created
+before them get them on open (NULL in old rows). Adding is compatible both ways."""
+
 _INSERT_EVENT = (
     "INSERT INTO events(agent_id, sequence, run_id, pod_uid, namespace, name, node, phase,"
     " source, time_ns, corrected_ns, monotonic_ns, uncertainty_ns, clock_uncertainty_ns,"
@@ -132,13 +142,26 @@ def _json(mapping: Mapping[str, str]) -> str | None:
     return json.dumps(dict(mapping), sort_keys=True, separators=(",", ":")) if mapping else None
 
 
-def open_reader(path: Path) -> sqlite3.Connection:
-    """A read-only connection to a journal, for any thread that reads while the writer writes."""
+def open_reader(path: Path, *, any_thread: bool = False) -> sqlite3.Connection:
+    """A read-only connection to a journal, for any thread that reads while the writer writes.
+
+    ``any_thread``: the connection may be used (one thread at a time, the caller
+    serialises) and closed from other threads than the one that opened it.
+    """
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10.0)
+        conn = sqlite3.connect(
+            f"file:{path}?mode=ro", uri=True, timeout=10.0, check_same_thread=not any_thread
+        )
     except sqlite3.Error as exc:
         raise JournalError(f"cannot open journal {path} for reading: {exc}") from exc
     return conn
+
+
+def _add_columns(conn: sqlite3.Connection) -> None:
+    for table, column, kind in _ADDED_COLUMNS:
+        present = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        if column not in present:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
 
 class Journal:
@@ -173,6 +196,7 @@ class Journal:
             for statement in SCHEMA.split(";"):
                 if statement.strip():
                     conn.execute(statement)
+            _add_columns(conn)
             meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
             version = int(meta.get("schema_version", SCHEMA_VERSION))
             if version > SCHEMA_VERSION:
@@ -238,19 +262,21 @@ class Journal:
         """Stores batches in one transaction; per item True = stored, False = duplicate."""
         stored: list[bool] = []
         sequences: dict[str, set[int]] = {}
-        clocked: dict[str, agent_pb2.Batch | None] = {}
+        # Per agent, the highest-sequence batch of this group with a clock.
+        clocked: dict[str, agent_pb2.Batch] = {}
         with self._transaction("commit batches"):
             for agent_id, batch in items:
                 fresh = self._store_batch(agent_id, batch, received_ns)
                 stored.append(fresh)
                 if fresh:
                     sequences.setdefault(agent_id, set()).add(batch.sequence)
-                    if batch.HasField("clock"):
+                    newest = clocked.get(agent_id)
+                    if batch.HasField("clock") and (
+                        newest is None or batch.sequence > newest.sequence
+                    ):
                         clocked[agent_id] = batch
-                    else:
-                        clocked.setdefault(agent_id, None)
             for agent_id, seqs in sequences.items():
-                self._advance_agent(agent_id, seqs, clocked[agent_id], received_ns)
+                self._advance_agent(agent_id, seqs, clocked.get(agent_id), received_ns)
         return stored
 
     def _store_batch(self, agent_id: str, batch: agent_pb2.Batch, received_ns: int) -> bool:
@@ -262,7 +288,8 @@ class Journal:
         events, samples, probes = batch.events, batch.samples, batch.probes
         cur = conn.execute(
             "INSERT OR IGNORE INTO batches(agent_id, sequence, received_ns, sealed_ns, events,"
-            " samples, probes, offset_ns, offset_uncertainty_ns) VALUES (?,?,?,?,?,?,?,?,?)",
+            " samples, probes, offset_ns, offset_uncertainty_ns, offset_measured_at_ns,"
+            " offset_samples) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
             (
                 agent_id,
                 seq,
@@ -273,6 +300,8 @@ class Journal:
                 len(probes),
                 offset,
                 clock_unc,
+                batch.clock.measured_at_ns if has_clock else None,
+                batch.clock.samples if has_clock else None,
             ),
         )
         if cur.rowcount == 0:
@@ -427,6 +456,8 @@ class Journal:
                     break
                 committed = seq
             self._committed[agent_id] = committed
+        if clocked is not None and self._has_newer_clock(agent_id, clocked.sequence):
+            clocked = None  # a batch sent after it already set the agent's offset
         if clocked is not None:
             clock = clocked.clock
             self._conn.execute(
@@ -448,6 +479,16 @@ class Journal:
                 "UPDATE agents SET committed_sequence=?, last_seen_ns=? WHERE agent_id=?",
                 (committed, now_ns, agent_id),
             )
+
+    def _has_newer_clock(self, agent_id: str, sequence: int) -> bool:
+        """Whether a stored batch of the agent after ``sequence`` carried a clock
+        (a range scan from ``sequence`` on: empty in the usual, in-order case)."""
+        row = self._conn.execute(
+            "SELECT 1 FROM batches WHERE agent_id = ? AND sequence > ?"
+            " AND offset_uncertainty_ns >= 0 LIMIT 1",
+            (agent_id, sequence),
+        ).fetchone()
+        return row is not None
 
     # -- runs -----------------------------------------------------------------
 

@@ -23,12 +23,17 @@ Escaping (what the InfluxDB 1.x parser accepts and gives back unchanged):
 Measurements (the schema Grafana dashboards use; tags are bounded, names and
 UIDs are fields, and the pod is its ordinal within the run):
 
-``pod_phase``  one point per journal event.
+``pod_phase``  one point per journal event of a run pod.
     tags: run_id, test_id, runtime_class, variant, node, phase (``first_response``),
-    source (``probe``), pod (ordinal). fields: latency_ms (from the run's created
-    time, when known), uncertainty_ms, clock_uncertainty_ms (left out when the
-    agent's offset was unknown), uid, name, namespace, reason, container,
-    raw_time_ns. time: the event's corrected (collector timebase) ns.
+    source (``probe``), pod (ordinal), container (container phases only; names
+    come from the pod spec), failure_reason (``failed`` events only: Kubernetes'
+    short reason vocabulary, anything else becomes ``other``). fields:
+    latency_ms (from the run's created time, when known), uncertainty_ms,
+    clock_uncertainty_ms (left out when the agent's offset was unknown), uid,
+    name, namespace, reason (the full text, any phase), raw_time_ns. time: the
+    event's corrected (collector timebase) ns. A tag never shares its name with
+    a field: InfluxDB 3 keeps both in one column namespace, and InfluxQL on 1.x
+    cannot tell them apart without ``::tag``.
 ``node_resources``  one point per node sample. tags: node, run_id (when the
     sample belongs to a run). fields: mem_available_bytes, mem_total_bytes, cpu_busy.
 ``pod_memory``  one point per pod sample of a run pod. tags: run tags, node, pod.
@@ -40,26 +45,37 @@ UIDs are fields, and the pod is its ordinal within the run):
     max_uncertainty_ms, p50_uncertainty_ms.
 ``run``  one point per stored run summary. tags: run tags. fields: state,
     replicas, all_responded_ms (left out when not every replica responded),
-    memory_per_pod_bytes, failures (sum of the per-reason pod counts), message.
+    memory_per_pod_bytes, failed_pods (distinct pods with a failed event: a pod
+    failing for two reasons counts once), message.
 ``run_failures``  one point per failure reason of a summary. tags: run tags,
     reason (Kubernetes' short reason vocabulary: OOMKilled, ErrImagePull, ...).
     field: pods.
 
 Point identity: InfluxDB keys a point by measurement, tag set and timestamp and
 overwrites on a repeat, which is what makes a resend after a crash harmless.
-So every point must be unique per journal row: a pod_phase point is a pod
-(ordinal), phase and source at an exact ns on one node, which only one event
-can be; probes and pod samples are per pod and ns; node samples per node and
-ns. Pod-level samples and probes of pods outside any run have no bounded
-identity (only their UID tells them apart), so they are not exported. Summary
-points carry the run's created time, so a recomputed summary replaces the
-earlier one instead of adding to it.
+So every point must be unique per journal row. The agent stamps every event
+derived from one watch line with that line's arrival ns, so one pod update can
+yield several events of the same phase at the same ns: a pod_phase point is
+therefore a pod (ordinal), phase, source, container and (for failures)
+failure_reason at an exact ns on one node. That separates two containers starting in one
+update, and a pod-level failure from a container's in the same update. What it
+cannot separate: two instances of one container reported in the same update
+(a restart's ``lastState`` and its new state, same phase and reason), and two
+failures whose reasons both fall outside the vocabulary; InfluxDB keeps one
+point of each such pair, the journal and the summaries keep both (a restart
+count or free text as a tag would let the series count grow without bound).
+Probes and pod samples are per pod and ns; node samples per node and ns. Rows
+of pods outside any run (events, pod samples, probes) have no bounded identity
+(only their UID tells them apart, and a list stamps them all with one ns), so
+they are not exported. Summary points carry the run's created time, so a
+recomputed summary replaces the earlier one instead of adding to it.
 """
 
 from __future__ import annotations
 
 import functools
 import math
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
@@ -76,6 +92,7 @@ __all__ = [
     "phase_name",
     "pod_phase_line",
     "probe_line",
+    "reason_tag",
     "render_line",
     "run_state_name",
     "sample_line",
@@ -101,6 +118,11 @@ _INT64_MAX = 2**63 - 1
 _MEASUREMENT_ESCAPES = str.maketrans({",": "\\,", " ": "\\ "})
 _KEY_ESCAPES = str.maketrans({",": "\\,", "=": "\\=", " ": "\\ "})
 _NEWLINES = str.maketrans({"\n": " ", "\r": " "})
+# Kubernetes reasons are one CamelCase word (OOMKilled, CrashLoopBackOff,
+# ErrImagePull, Evicted, DeadlineExceeded...): a small, fixed vocabulary, so
+# safe as a tag. Anything else (free text from some agent) is bucketed.
+_REASON_WORD = re.compile(r"[A-Z][A-Za-z0-9]{0,63}")
+_OTHER_REASON = "other"
 
 
 def escape_measurement(name: str) -> str:
@@ -216,17 +238,29 @@ def _run_tags(row: Row) -> dict[str, str | None]:
     }
 
 
-def pod_phase_line(row: Row) -> str:
+def reason_tag(reason: str | None) -> str | None:
+    """The ``failure_reason`` tag of a failed event: the Kubernetes reason word, else
+    ``other`` (a tag's values must stay few: each one is a series)."""
+    if not reason:
+        return None
+    return reason if _REASON_WORD.fullmatch(reason) else _OTHER_REASON
+
+
+def pod_phase_line(row: Row) -> str | None:
     """A pod_phase point from an events row joined with its run and pod ordinal
-    (columns as selected by the exporter; created_ns, ordinal and the run
-    columns may be NULL)."""
+    (columns as selected by the exporter; created_ns and the run columns may be
+    NULL); None for a pod outside any run, which has no bounded identity."""
+    ordinal = row["ordinal"]
+    if not row["run_id"] or ordinal is None:
+        return None
     tags = _run_tags(row)
     tags["node"] = row["node"]
     tags["phase"] = phase_name(row["phase"])
     tags["source"] = source_name(row["source"])
-    ordinal = row["ordinal"]
-    if ordinal is not None and row["run_id"]:
-        tags["pod"] = str(ordinal)
+    tags["pod"] = str(ordinal)
+    tags["container"] = row["container"]
+    if row["phase"] == events_pb2.PHASE_FAILED:
+        tags["failure_reason"] = reason_tag(row["reason"])
     corrected = row["corrected_ns"]
     created = row["created_ns"]
     clock_uncertainty = row["clock_uncertainty_ns"]
@@ -241,7 +275,6 @@ def pod_phase_line(row: Row) -> str:
             "name": row["name"] or None,
             "namespace": row["namespace"] or None,
             "reason": _clip(row["reason"]),
-            "container": row["container"] or None,
             "raw_time_ns": row["time_ns"],
         },
         corrected,
@@ -338,7 +371,7 @@ def summary_lines(summary: control_pb2.RunSummary, fallback_time_ns: int) -> Ite
             "replicas": spec.replicas,
             "all_responded_ms": ms(summary.all_responded_ns) if summary.all_responded_ns else None,
             "memory_per_pod_bytes": summary.memory_per_pod_bytes,
-            "failures": sum(failure.count for failure in summary.failures),
+            "failed_pods": summary.failed_pods,
             "message": summary.message or None,
         },
         time_ns,

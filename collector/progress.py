@@ -120,11 +120,17 @@ class ProgressHub:
             self._notify(self._runs[run_id])
 
     def set_state(self, run_id: str, state: int) -> None:
-        """A run changed state (running, or finished: its watchers send a last message)."""
+        """A run changed state (running, or finished: its watchers send a last message).
+
+        Finished is final: a late non-terminal state (a RecordCreate arriving
+        after FinishRun) is ignored, as the journal ignores it, so no watcher
+        sees a finished run running again.
+        """
         run = self._runs.get(run_id)
-        if run is not None:
-            run.state = state
-            self._notify(run)
+        if run is None or (run.finished and state not in TERMINAL_STATES):
+            return
+        run.state = state
+        self._notify(run)
 
     def close(self) -> None:
         """The collector is stopping: every watcher ends its stream."""

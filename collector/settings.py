@@ -6,7 +6,9 @@ always wants in the environment and a person overrides it on the command line.
 ``OPTIONS`` is the single table of flags; the CLI builds its parser from it and
 ``from_sources`` applies the precedence. ``check()`` refuses impossible or unsafe
 combinations without any I/O (token and certificate files are read when the
-server starts, by ``collector.security``).
+server starts, by ``collector.security``). The InfluxDB target's own rules (URL,
+API, what each API needs) live in ``collector.influxwrite.InfluxTarget``; ``check()``
+tests which flags go together and then builds the target, so the rules exist once.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .influxwrite import InfluxTarget
 
 __all__ = [
     "ENV_PREFIX",
@@ -77,8 +80,11 @@ class CollectorSettings:
     """v1 works with every InfluxDB generation; v2 must be chosen explicitly."""
     max_batch_events: int = 50_000
     """Events + samples + probes in one batch; an agent seals far smaller batches (~1 s)."""
-    max_message_bytes: int = 16 * MIB
-    """gRPC receive limit: 16 MiB holds the largest valid batch with room to spare."""
+    max_message_bytes: int = 64 * MIB
+    """gRPC receive limit. A batch may hold max_batch_events records at roughly
+    360 bytes each (names, UIDs, labels): 50 000 of them are about 18 MiB, so 64 MiB
+    leaves room for long labels. A smaller limit answers RESOURCE_EXHAUSTED, which
+    an agent takes for push back and retries forever."""
     max_pending_batches: int = 1024
     """Batches received but not yet committed; beyond it agents get RESOURCE_EXHAUSTED
     and keep their data. 1024 bounds memory to ~1024 x the typical batch size."""
@@ -108,8 +114,8 @@ class CollectorSettings:
             raise ConfigError("listen host must not be empty")
         if not 0 <= self.listen_port <= 65535:
             raise ConfigError(f"listen port must be between 0 and 65535, got {self.listen_port}")
-        if not str(self.journal):
-            raise ConfigError("journal path must not be empty")
+        if not self.journal.name:
+            raise ConfigError(f"journal path must name a file, got {str(self.journal)!r}")
         for token, file, name in (
             (self.agent_token, self.agent_token_file, "agent"),
             (self.control_token, self.control_token_file, "control"),
@@ -146,7 +152,24 @@ class CollectorSettings:
                 f"log level must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}"
             )
 
+    def influx_target(self) -> InfluxTarget | None:
+        """The exporter's target, None for journal only. No I/O; raises InvalidTarget
+        (a ConfigError) when the target's own rules refuse it."""
+        if not self.influx_enabled:
+            return None
+        return InfluxTarget(
+            url=self.influx_url,
+            database=self.influx_db,
+            username=self.influx_user,
+            password=self.influx_password,
+            token=self.influx_token,
+            org=self.influx_org,
+            bucket=self.influx_bucket,
+            api=self.influx_api,
+        )
+
     def _check_influx(self) -> None:
+        """Flags that only go with other flags; the target checks the rest."""
         given = [
             name
             for name in ("db", "user", "password", "token", "org", "bucket")
@@ -156,28 +179,17 @@ class CollectorSettings:
             if given:
                 raise ConfigError(f"--influx-{given[0]} needs --influx-url")
             return
-        if not self.influx_url.startswith(("http://", "https://")):
-            raise ConfigError(
-                f"--influx-url must start with http:// or https://, got {self.influx_url!r}"
-            )
         if self.influx_api == "v1":
-            if not self.influx_db:
-                raise ConfigError("--influx-api v1 needs --influx-db")
             if self.influx_org or self.influx_bucket:
                 raise ConfigError("--influx-org and --influx-bucket need --influx-api v2")
             if self.influx_password and not self.influx_user:
                 raise ConfigError("--influx-password needs --influx-user")
         elif self.influx_api == "v2":
-            if not (self.influx_org and self.influx_bucket and self.influx_token):
-                raise ConfigError(
-                    "--influx-api v2 needs --influx-org, --influx-bucket and --influx-token"
-                )
             if self.influx_db or self.influx_user or self.influx_password:
                 raise ConfigError(
                     "--influx-db, --influx-user and --influx-password are for --influx-api v1"
                 )
-        else:
-            raise ConfigError(f"--influx-api must be v1 or v2, got {self.influx_api!r}")
+        self.influx_target()
 
 
 def is_loopback(host: str) -> bool:
@@ -215,6 +227,13 @@ def _float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
 
 
+def _path(text: str) -> Path:
+    # Path("") is Path("."): an empty value would only fail later, at open.
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return Path(text)
+
+
 def _bool(text: str) -> bool:
     value = text.strip().lower()
     if value in ("1", "true", "yes", "on"):
@@ -245,7 +264,7 @@ class Option:
 
 OPTIONS: tuple[Option, ...] = (
     Option("--listen", _listen, "HOST:PORT to serve gRPC on; port 0 picks one (127.0.0.1:7070)"),
-    Option("--journal", Path, "SQLite journal file (./rtbench-journal.sqlite)"),
+    Option("--journal", _path, "SQLite journal file (./rtbench-journal.sqlite)"),
     Option("--agent-token", str, "bearer token agents must present (none)"),
     Option("--agent-token-file", Path, "file holding the agent token"),
     Option("--control-token", str, "bearer token rtctl must present (the agent token)"),
@@ -263,7 +282,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("--influx-bucket", str, "InfluxDB bucket for --influx-api v2"),
     Option("--influx-api", str, "InfluxDB write API: v1 (/write) or v2 (/api/v2/write) (v1)"),
     Option("--max-batch-events", _int, "most events+samples+probes in one batch (50000)"),
-    Option("--max-message-bytes", _int, "largest gRPC message accepted (16777216)"),
+    Option("--max-message-bytes", _int, "largest gRPC message accepted (67108864 = 64 MiB)"),
     Option("--max-pending-batches", _int, "uncommitted batches before push-back (1024)"),
     Option("--max-export-backlog", _int, "unexported rows before push-back; 0 = off (5000000)"),
     Option("--shutdown-grace", _float, "seconds to drain on SIGTERM (10)"),

@@ -20,7 +20,9 @@ written down here and nothing is estimated that the journal does not hold:
 - all_responded = the latency at which the ``replicas``-th pod gave its first
   response (the time until as many pods as the run asked for had answered);
   0 when fewer did or the create time is unknown.
-- failures: per reason of the ``failed`` events, the number of distinct pods.
+- failures: per reason of the ``failed`` events, the number of distinct pods;
+  failed_pods: the number of distinct pods with any ``failed`` event (a pod
+  reported as both Error and CrashLoopBackOff is one failed pod).
 - memory per pod (DESIGN.md): per node, MemAvailable of the last node sample at
   or before the create (else the first one after it, taken before the node's
   first pod of the run was scheduled) minus MemAvailable of the first node
@@ -28,6 +30,11 @@ written down here and nothing is estimated that the journal does not hold:
   when the node saw no ready events), divided by those pods. Pods that never
   got there (failed) are neither waited for nor counted. Nodes are averaged
   weighted by their pods; 0 when no node has both samples.
+- clocks: per agent that reported events of the run, the clock estimate that
+  corrected them, taken from the run's batches (not the agent's current one):
+  the batch with the largest uncertainty, with its offset. Uncertainty -1 when
+  some of the agent's batches of the run carried no estimate (their events kept
+  their raw times); no clock at all when none did.
 
 A pure function of the SQLite connection: no I/O beyond reading the journal, and
 one pass over the run's events, fast enough for 10 000 pods.
@@ -92,16 +99,16 @@ def compute_summary(
     created: int | None = run["created_ns"]
 
     chosen: dict[str, dict[int, _Seen]] = defaultdict(dict)
-    failed_pods: dict[str, set[str]] = defaultdict(set)
-    agents: set[str] = set()
-    for uid, phase, source, at, unc, clock_unc, reason, agent_id, node in conn.execute(
+    failed_by_reason: dict[str, set[str]] = defaultdict(set)
+    batches: dict[str, set[int]] = defaultdict(set)
+    for uid, phase, source, at, unc, clock_unc, reason, agent_id, seq, node in conn.execute(
         "SELECT pod_uid, phase, source, corrected_ns, uncertainty_ns, clock_uncertainty_ns,"
-        " reason, agent_id, node FROM events WHERE run_id = ?",
+        " reason, agent_id, sequence, node FROM events WHERE run_id = ?",
         (run_id,),
     ):
-        agents.add(agent_id)
+        batches[agent_id].add(seq)
         if phase == _FAILED:
-            failed_pods[reason or "unknown"].add(uid)
+            failed_by_reason[reason or "unknown"].add(uid)
         rank = _RANK.get(source, _OTHER_RANK)
         best = chosen[uid].get(phase)
         if best is None or rank < best.rank or (rank == best.rank and at < best.time_ns):
@@ -109,7 +116,7 @@ def compute_summary(
             chosen[uid][phase] = _Seen(rank, source, at, total_unc, node)
 
     summary = control_pb2.RunSummary(
-        spec=_spec(run),
+        spec=control_pb2.RunSpec.FromString(run["spec"]),
         state=run["state"],
         created_ns=created or 0,
         finished_ns=run["finished_ns"] or 0,
@@ -117,8 +124,9 @@ def compute_summary(
     )
     _phase_stats(summary, chosen, created)
     summary.all_responded_ns = _all_responded(chosen, created, run["replicas"] or 0)
-    for reason in sorted(failed_pods, key=lambda r: (-len(failed_pods[r]), r)):
-        summary.failures.add(reason=reason, count=len(failed_pods[reason]))
+    for reason in sorted(failed_by_reason, key=lambda r: (-len(failed_by_reason[r]), r)):
+        summary.failures.add(reason=reason, count=len(failed_by_reason[reason]))
+    summary.failed_pods = len(set().union(*failed_by_reason.values()))
     pods = cur.execute(
         "SELECT uid, ordinal, namespace, name, node, labels FROM pods"
         " WHERE run_id = ? ORDER BY ordinal",
@@ -126,28 +134,10 @@ def compute_summary(
     ).fetchall()
     if created is not None:
         summary.memory_per_pod_bytes = _memory_per_pod(conn, pods, chosen, created)
-    _clocks(summary, cur, agents, run)
+    _clocks(summary, cur, batches, run)
     if include_pods:
         _timelines(summary, run_id, pods, chosen, created)
     return summary
-
-
-def _spec(run: sqlite3.Row) -> control_pb2.RunSpec:
-    if run["spec"]:
-        return control_pb2.RunSpec.FromString(run["spec"])
-    return control_pb2.RunSpec(
-        run_id=run["run_id"],
-        test_id=run["test_id"] or "",
-        runtime_class=run["runtime_class"] or "",
-        variant=run["variant"] or "",
-        replicas=run["replicas"] or 0,
-        image=run["image"] or "",
-        memory_limit=run["memory_limit"] or "",
-        repetition=run["repetition"] or 0,
-        namespace=run["namespace"] or "",
-        plan_id=run["plan_id"] or "",
-        environment=json.loads(run["environment"] or "{}"),
-    )
 
 
 def _phase_stats(
@@ -236,27 +226,19 @@ def _node_sample(
 
 
 def _clocks(
-    summary: control_pb2.RunSummary, cur: sqlite3.Cursor, agents: set[str], run: sqlite3.Row
+    summary: control_pb2.RunSummary,
+    cur: sqlite3.Cursor,
+    batches: dict[str, set[int]],
+    run: sqlite3.Row,
 ) -> None:
-    for agent_id in sorted(agents):
-        row = cur.execute(
-            "SELECT node, offset_ns, offset_uncertainty_ns, offset_measured_at_ns,"
-            " offset_samples FROM agents WHERE agent_id = ?",
-            (agent_id,),
-        ).fetchone()
+    for agent_id in sorted(batches):
         clock = summary.clocks.add(agent_id=agent_id)
-        if row is None:
-            continue
-        clock.node = row["node"] or ""
-        if row["offset_ns"] is not None:
-            clock.clock.CopyFrom(
-                events_pb2.ClockOffset(
-                    offset_ns=row["offset_ns"],
-                    uncertainty_ns=row["offset_uncertainty_ns"] or 0,
-                    measured_at_ns=row["offset_measured_at_ns"] or 0,
-                    samples=row["offset_samples"] or 0,
-                )
-            )
+        row = cur.execute("SELECT node FROM agents WHERE agent_id = ?", (agent_id,)).fetchone()
+        if row is not None:
+            clock.node = row["node"] or ""
+        offset = _run_clock(cur, agent_id, batches[agent_id])
+        if offset is not None:
+            clock.clock.CopyFrom(offset)
     if run["rtctl_offset_ns"] is not None:
         summary.rtctl_clock.CopyFrom(
             events_pb2.ClockOffset(
@@ -264,6 +246,34 @@ def _clocks(
                 uncertainty_ns=run["rtctl_uncertainty_ns"] or 0,
             )
         )
+
+
+def _run_clock(
+    cur: sqlite3.Cursor, agent_id: str, sequences: set[int]
+) -> events_pb2.ClockOffset | None:
+    """The worst clock estimate among these batches of the agent (see the module docstring)."""
+    worst: sqlite3.Row | None = None
+    unknown = False
+    for row in cur.execute(
+        "SELECT sequence, offset_ns, offset_uncertainty_ns, offset_measured_at_ns, offset_samples"
+        " FROM batches WHERE agent_id = ? AND sequence BETWEEN ? AND ? ORDER BY sequence",
+        (agent_id, min(sequences), max(sequences)),
+    ):
+        if row["sequence"] not in sequences:
+            continue
+        uncertainty = row["offset_uncertainty_ns"]
+        if uncertainty is None or uncertainty < 0:
+            unknown = True
+        elif worst is None or uncertainty >= worst["offset_uncertainty_ns"]:
+            worst = row
+    if worst is None:
+        return None
+    return events_pb2.ClockOffset(
+        offset_ns=worst["offset_ns"] or 0,
+        uncertainty_ns=-1 if unknown else worst["offset_uncertainty_ns"],
+        measured_at_ns=worst["offset_measured_at_ns"] or 0,
+        samples=worst["offset_samples"] or 0,
+    )
 
 
 def _timelines(

@@ -204,7 +204,7 @@ class AgentClock(_message.Message):
     def __init__(self, agent_id: _Optional[str] = ..., node: _Optional[str] = ..., clock: _Optional[_Union[_events_pb2.ClockOffset, _Mapping]] = ...) -> None: ...
 
 class RunSummary(_message.Message):
-    __slots__ = ("spec", "state", "created_ns", "finished_ns", "phases", "all_responded_ns", "failures", "memory_per_pod_bytes", "clocks", "rtctl_clock", "pods", "message")
+    __slots__ = ("spec", "state", "created_ns", "finished_ns", "phases", "all_responded_ns", "failures", "memory_per_pod_bytes", "clocks", "rtctl_clock", "pods", "message", "failed_pods")
     SPEC_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     CREATED_NS_FIELD_NUMBER: _ClassVar[int]
@@ -217,6 +217,7 @@ class RunSummary(_message.Message):
     RTCTL_CLOCK_FIELD_NUMBER: _ClassVar[int]
     PODS_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    FAILED_PODS_FIELD_NUMBER: _ClassVar[int]
     spec: RunSpec
     state: RunState
     created_ns: int
@@ -229,7 +230,8 @@ class RunSummary(_message.Message):
     rtctl_clock: _events_pb2.ClockOffset
     pods: _containers.RepeatedCompositeFieldContainer[PodTimeline]
     message: str
-    def __init__(self, spec: _Optional[_Union[RunSpec, _Mapping]] = ..., state: _Optional[_Union[RunState, str]] = ..., created_ns: _Optional[int] = ..., finished_ns: _Optional[int] = ..., phases: _Optional[_Iterable[_Union[PhaseStats, _Mapping]]] = ..., all_responded_ns: _Optional[int] = ..., failures: _Optional[_Iterable[_Union[FailureCount, _Mapping]]] = ..., memory_per_pod_bytes: _Optional[float] = ..., clocks: _Optional[_Iterable[_Union[AgentClock, _Mapping]]] = ..., rtctl_clock: _Optional[_Union[_events_pb2.ClockOffset, _Mapping]] = ..., pods: _Optional[_Iterable[_Union[PodTimeline, _Mapping]]] = ..., message: _Optional[str] = ...) -> None: ...
+    failed_pods: int
+    def __init__(self, spec: _Optional[_Union[RunSpec, _Mapping]] = ..., state: _Optional[_Union[RunState, str]] = ..., created_ns: _Optional[int] = ..., finished_ns: _Optional[int] = ..., phases: _Optional[_Iterable[_Union[PhaseStats, _Mapping]]] = ..., all_responded_ns: _Optional[int] = ..., failures: _Optional[_Iterable[_Union[FailureCount, _Mapping]]] = ..., memory_per_pod_bytes: _Optional[float] = ..., clocks: _Optional[_Iterable[_Union[AgentClock, _Mapping]]] = ..., rtctl_clock: _Optional[_Union[_events_pb2.ClockOffset, _Mapping]] = ..., pods: _Optional[_Iterable[_Union[PodTimeline, _Mapping]]] = ..., message: _Optional[str] = ..., failed_pods: _Optional[int] = ...) -> None: ...
 
 class RunInfo(_message.Message):
     __slots__ = ("spec", "state", "created_ns", "finished_ns")

@@ -222,7 +222,7 @@ def journal_counts(journal: Journal) -> dict[str, int]:
         phases += len(control_pb2.RunSummary.FromString(blob).phases)
         runs += 1
     return {
-        "pod_phase": one("SELECT count(*) FROM events"),
+        "pod_phase": one("SELECT count(*) FROM events WHERE run_id != ''"),
         "node_resources": one("SELECT count(*) FROM samples WHERE pod_uid IS NULL"),
         "pod_memory": one(
             "SELECT count(*) FROM samples WHERE pod_uid IS NOT NULL AND run_id != ''"

@@ -49,6 +49,9 @@ def test_usage_errors_exit_2_with_one_line(tmp_path: Path) -> None:
     combo = serve("--influx-url", "http://127.0.0.1:8086")
     assert combo.returncode == 2
     assert "--influx-api v1 needs --influx-db" in one_line(combo)
+    no_journal = serve("--listen", "127.0.0.1:0", "--journal", "")
+    assert no_journal.returncode == 2
+    assert one_line(no_journal) == "collector serve: error: argument --journal: must not be empty"
 
 
 def test_operational_errors_exit_1_with_one_line(tmp_path: Path) -> None:
@@ -73,6 +76,7 @@ def test_help_lists_every_flag() -> None:
     for flag in ("--listen", "--journal", "--agent-token-file", "--tls-client-ca", "--insecure",
                  "--influx-bucket", "--max-export-backlog", "RTBENCH_COLLECTOR_"):  # fmt: skip
         assert flag in result.stdout
+    assert "(67108864 = 64 MiB)" in " ".join(result.stdout.split())
 
 
 async def test_serve_from_environment_then_sigterm_drains(

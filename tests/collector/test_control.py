@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+import threading
 from collections.abc import AsyncIterator, Sequence
 
 import grpc
 import pytest
 
+from collector import control as control_api
+from collector import summaries
 from collector.app import Collector
-from collector.journal import open_reader
+from collector.journal import TERMINAL_STATES, open_reader
 from rtbench.clock import wall_ns
 from rtbench.v1 import agent_pb2, control_pb2, control_pb2_grpc, events_pb2
 from tests.collector.agent_client import TestAgent
@@ -249,3 +253,143 @@ async def test_watch_progress_until_finished(
     assert len(late) == 1
     assert late[0].state == control_pb2.RUN_STATE_FAILED
     assert {c.phase: c.count for c in late[0].counts} == counts()
+
+
+def stored_summaries(collector: Collector, run_id: str) -> int:
+    conn = open_reader(collector.writer.journal.path)
+    try:
+        query = "SELECT count(*) FROM summaries WHERE run_id = ?"
+        return int(conn.execute(query, (run_id,)).fetchone()[0])
+    finally:
+        conn.close()
+
+
+async def test_a_slow_summary_does_not_hold_up_acks(
+    collector: Collector,
+    control: control_pb2_grpc.ControlServiceStub,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """FinishRun's summary (large for a big run) is computed off the journal thread."""
+    entered, release = threading.Event(), threading.Event()
+    summarise = summaries.compute_summary
+
+    def slow_summary(
+        conn: sqlite3.Connection, run_id: str, *, include_pods: bool
+    ) -> control_pb2.RunSummary:
+        entered.set()
+        release.wait(120)
+        return summarise(conn, run_id, include_pods=include_pods)
+
+    monkeypatch.setattr(control_api, "compute_summary", slow_summary)
+    await control.RegisterRun(control_pb2.RegisterRunRequest(spec=spec("run-slow")))
+    finish = asyncio.ensure_future(
+        control.FinishRun(
+            control_pb2.FinishRunRequest(run_id="run-slow", state=control_pb2.RUN_STATE_SUCCEEDED)
+        )
+    )
+    agent = TestAgent(collector.address, "agent-busy", "node-busy")
+    try:
+        await until(entered.is_set, what="summary started")
+        async with asyncio.timeout(60):
+            await agent.connect()
+            batch = pod_events(1, "run-other", [(0, events_pb2.PHASE_SCHEDULED)], wall_ns())
+            await agent.send_all([batch])
+        assert agent.acks == {1: False}
+        assert not finish.done() and stored_summaries(collector, "run-slow") == 0
+    finally:
+        release.set()
+        await agent.close()
+    await asyncio.wait_for(finish, 60)
+    assert stored_summaries(collector, "run-slow") == 1
+
+
+async def test_summary_and_agents_show_the_right_clocks(
+    collector: Collector, control: control_pb2_grpc.ControlServiceStub
+) -> None:
+    await control.RegisterRun(control_pb2.RegisterRunRequest(spec=spec("run-clk", replicas=3)))
+    now = wall_ns()
+
+    def clocked(
+        sequence: int, run_id: str, offset_ms: int, uncertainty: int, samples: int, pod: int = 0
+    ) -> agent_pb2.Batch:
+        batch = pod_events(sequence, run_id, [(pod, events_pb2.PHASE_SCHEDULED)], now)
+        batch.clock.CopyFrom(
+            events_pb2.ClockOffset(
+                offset_ns=offset_ms * MS,
+                uncertainty_ns=uncertainty,
+                measured_at_ns=now - sequence,
+                samples=samples,
+            )
+        )
+        return batch
+
+    async with TestAgent(collector.address, "agent-c1", "node-c1") as agent:
+        await agent.send_all(
+            [
+                clocked(1, "run-clk", 5, 400_000, 3, pod=0),
+                clocked(2, "run-clk", 6, 100_000, 9, pod=1),
+                clocked(3, "", 9, 10, 20),  # the agent's clock now, outside the run
+            ]
+        )
+        # Sequence 5 before 4, as after a gap the agent fills later.
+        await agent.send_all([clocked(5, "", 11, 20, 21)])
+        await agent.send_all([clocked(4, "", 7, 30, 22)])
+    async with TestAgent(collector.address, "agent-c2", "node-c2") as agent:
+        unclocked = pod_events(2, "run-clk", [(2, events_pb2.PHASE_SCHEDULED)], now)
+        unclocked.ClearField("clock")
+        await agent.send_all([clocked(1, "run-clk", -1, 70_000, 4, pod=2), unclocked])
+
+    listed = await control.ListAgents(control_pb2.ListAgentsRequest())
+    current = {a.agent_id: (a.clock.offset_ns, a.committed_sequence) for a in listed.agents}
+    assert current == {"agent-c1": (11 * MS, 5), "agent-c2": (-1 * MS, 2)}
+
+    summary = await control.GetRunSummary(control_pb2.GetRunSummaryRequest(run_id="run-clk"))
+    clocks = {c.agent_id: (c.node, c.clock) for c in summary.clocks}
+    node, worst = clocks["agent-c1"]
+    assert node == "node-c1"
+    assert (worst.offset_ns, worst.uncertainty_ns, worst.samples, worst.measured_at_ns) == (
+        5 * MS,
+        400_000,
+        3,
+        now - 1,
+    )
+    node, unknown = clocks["agent-c2"]
+    assert (node, unknown.offset_ns, unknown.uncertainty_ns) == ("node-c2", -1 * MS, -1)
+
+
+async def test_a_finished_run_never_shows_running_again(
+    collector: Collector, control: control_pb2_grpc.ControlServiceStub
+) -> None:
+    # Watchers coalesce changes: while one waits out its interval, the run is
+    # finished and then a late RecordCreate arrives.
+    collector.progress.min_interval = 5.0
+    await control.RegisterRun(control_pb2.RegisterRunRequest(spec=spec("run-late", replicas=1)))
+    seen: list[control_pb2.Progress] = []
+
+    async def follow() -> None:
+        watch = control.WatchProgress(control_pb2.WatchProgressRequest(run_id="run-late"))
+        async for progress in watch:
+            seen.append(progress)
+
+    follower = asyncio.create_task(follow())
+    try:
+        await until(lambda: seen, what="first progress message")
+        sent = wall_ns()
+        create = control_pb2.RecordCreateRequest(
+            run_id="run-late", request_sent_ns=sent, response_received_ns=sent + MS
+        )
+        await control.RecordCreate(create)
+        await control.FinishRun(
+            control_pb2.FinishRunRequest(run_id="run-late", state=control_pb2.RUN_STATE_ABORTED)
+        )
+        await control.RecordCreate(create)  # late: rtctl retried it
+        await asyncio.wait_for(follower, 60)  # the stream ends with the final state
+    finally:
+        follower.cancel()
+    states = [p.state for p in seen]
+    final = next(i for i, state in enumerate(states) if state in TERMINAL_STATES)
+    assert states[final:] == [control_pb2.RUN_STATE_ABORTED]
+    late = [
+        p async for p in control.WatchProgress(control_pb2.WatchProgressRequest(run_id="run-late"))
+    ]
+    assert [p.state for p in late] == [control_pb2.RUN_STATE_ABORTED]

@@ -10,9 +10,12 @@ demand (413, 429, 503, 401) and the v2 endpoint, which 1.6 does not serve.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
+import os
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -136,7 +139,7 @@ async def test_every_row_once_then_continue_from_cursor(
         await until(lambda: first.backlog() == 0, what="backlog drained")
     assert cursors(journal) == max_ids(journal)
     assert first.stats.batches > 1 and first.stats.dead_lettered == 0
-    assert first.stats.skipped == 2  # the stray pod's sample and probe
+    assert first.stats.skipped == 3  # the stray pod's event, sample and probe
     assert first.stats.points_written == sum(expected.values())
 
     # Latency of one known event: pod 0 (agent-a, first of its batch) scheduled
@@ -155,8 +158,9 @@ async def test_every_row_once_then_continue_from_cursor(
         await until(lambda: influx_counts(influxd, db) == expected, what="second export")
         await until(lambda: second.backlog() == 0, what="backlog drained")
     # Only the new rows went out: 10 pods x (5 events + 1 pod sample + 2 probes)
-    # + 2 node samples + the stray pod's event.
-    assert second.stats.points_written == 10 * 8 + 2 + 1
+    # + 2 node samples; the stray pod's rows are skipped.
+    assert second.stats.points_written == 10 * 8 + 2
+    assert second.stats.skipped == 3
     assert cursors(journal) == max_ids(journal)
 
 
@@ -378,3 +382,123 @@ def test_backlog_counts_rows_after_the_cursor(journal: Journal) -> None:
     conn.commit()
     conn.close()
     assert Exporter(journal.path, target("http://127.0.0.1:9")).backlog() == 1
+
+
+def container_event(
+    ref: events_pb2.PodRef, phase: int, time_ns: int, container: str = "", reason: str = ""
+) -> events_pb2.Event:
+    ev = event(ref, phase, time_ns, reason=reason)
+    ev.container = container
+    return ev
+
+
+def series(server: LocalInfluxd, db: str, query: str) -> list[dict[str, Any]]:
+    return list(server.query(query, db=db)[0].get("series", []))
+
+
+async def test_events_of_one_pod_update_are_separate_points(
+    journal: Journal, influxd: LocalInfluxd
+) -> None:
+    """The agent stamps every event of one watch line with the line's arrival ns."""
+    P = events_pb2
+    register(journal, "run-u", replicas=1)
+    ref = pod("u0", "run-u", "node-a")
+    stamp = T0 + 7 * MS
+    events = [
+        # Two containers of the pod start in the same update.
+        container_event(ref, P.PHASE_CONTAINER_STARTED, stamp, "app"),
+        container_event(ref, P.PHASE_CONTAINER_STARTED, stamp, "sidecar"),
+        # A pod-level failure and a container's, from the same update.
+        container_event(ref, P.PHASE_FAILED, stamp, reason="Evicted"),
+        container_event(ref, P.PHASE_FAILED, stamp, "app", reason="OOMKilled"),
+        # One container failing for two reasons at once.
+        container_event(ref, P.PHASE_FAILED, stamp, "sidecar", reason="Error"),
+        container_event(ref, P.PHASE_FAILED, stamp, "sidecar", reason="CrashLoopBackOff"),
+    ]
+    # Pods outside any run, listed at once (one ns): not exported at all.
+    strays = [event(pod(f"stray-{i}", node="node-a"), P.PHASE_SCHEDULED, stamp) for i in range(2)]
+    journal.commit_batches([("agent-a", batch(1, [*events, *strays]))], T0)
+    db = fresh_db(influxd)
+    exporter = Exporter(journal.path, InfluxTarget(influxd.url, database=db))
+    async with running(exporter):
+        await until(lambda: exporter.backlog() == 0, what="export")
+    started = series(
+        influxd,
+        db,
+        "SELECT count(uid) FROM pod_phase WHERE phase = 'container_started' GROUP BY container",
+    )
+    assert {s["tags"]["container"]: s["values"][0][1] for s in started} == {"app": 1, "sidecar": 1}
+    failed = series(
+        influxd,
+        db,
+        "SELECT count(uid) FROM pod_phase WHERE phase = 'failed'"
+        " GROUP BY container, failure_reason",
+    )
+    assert sorted((s["tags"]["container"], s["tags"]["failure_reason"]) for s in failed) == [
+        ("", "Evicted"),
+        ("app", "OOMKilled"),
+        ("sidecar", "CrashLoopBackOff"),
+        ("sidecar", "Error"),
+    ]
+    assert all(s["values"][0][1] == 1 for s in failed)
+    assert influx_counts(influxd, db)["pod_phase"] == len(events)
+    assert exporter.stats.points_written == len(events)
+    assert exporter.stats.skipped == len(strays)
+
+
+async def test_run_point_counts_each_failed_pod_once(
+    journal: Journal, influxd: LocalInfluxd
+) -> None:
+    P = events_pb2
+    register(journal, "run-f", replicas=3)
+    twice, once = pod("f0", "run-f", "node-a"), pod("f1", "run-f", "node-a")
+    events = [
+        event(twice, P.PHASE_FAILED, T0 + 5 * MS, reason="Error"),
+        event(twice, P.PHASE_FAILED, T0 + 9 * MS, reason="CrashLoopBackOff"),
+        event(once, P.PHASE_FAILED, T0 + 6 * MS, reason="Error"),
+        event(pod("f2", "run-f", "node-a"), P.PHASE_READY, T0 + 4 * MS),
+    ]
+    journal.commit_batches([("agent-a", batch(1, events))], T0)
+    journal.finish_run("run-f", 4, "", T0 + 10**9)
+    summary = compute_summary(journal.connection(), "run-f", include_pods=False)
+    assert summary.failed_pods == 2
+    assert [(f.reason, f.count) for f in summary.failures] == [
+        ("Error", 2),
+        ("CrashLoopBackOff", 1),
+    ]
+    journal.store_summary("run-f", summary, T0 + 10**9)
+    db = fresh_db(influxd)
+    exporter = Exporter(journal.path, InfluxTarget(influxd.url, database=db))
+    async with running(exporter):
+        await until(lambda: exporter.backlog() == 0, what="export")
+    ((run,),) = [s["values"] for s in series(influxd, db, "SELECT failed_pods, state FROM run")]
+    assert run[1:] == [2, "failed"]
+    reasons = series(influxd, db, "SELECT sum(pods) FROM run_failures GROUP BY reason")
+    assert {s["tags"]["reason"]: s["values"][0][1] for s in reasons} == {
+        "Error": 2,
+        "CrashLoopBackOff": 1,
+    }
+
+
+def journal_fds(path: Path) -> int:
+    """Open file descriptors of this process on the journal file itself."""
+    found = 0
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            found += os.readlink(f"/proc/self/fd/{fd}") == str(path)
+    return found
+
+
+async def test_backlog_opens_nothing_once_the_exporter_stopped(journal: Journal) -> None:
+    only_events(journal, 3)
+    async with ScriptedInflux() as server:
+        exporter = Exporter(journal.path, target(server.url))
+        async with running(exporter):
+            await until(lambda: exporter.backlog() == 0, what="export")
+    # Past the cache, as the collector's backlog poller may still call it.
+    await asyncio.sleep(exporting.BACKLOG_CACHE_S * 2)
+    assert exporter.backlog() == 0
+    # SQLite closes a connection's descriptor only once no other connection of
+    # the process holds the file: with the writer closed, none may be left.
+    journal.close()
+    assert journal_fds(journal.path) == 0

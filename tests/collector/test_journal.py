@@ -105,6 +105,66 @@ def test_offsets_are_applied_and_kept_beside_raw_times(journal: Journal) -> None
     assert agent.fetchone() == (-2500, 700, 4)
 
 
+def agent_offset(j: Journal, agent_id: str = "a1") -> tuple[int, int, int]:
+    row = j.connection().execute(
+        "SELECT offset_ns, offset_uncertainty_ns, offset_samples FROM agents WHERE agent_id = ?",
+        (agent_id,),
+    )
+    return tuple(row.fetchone())
+
+
+def test_an_older_batch_never_rolls_the_agent_offset_back(journal: Journal) -> None:
+    def clocked(sequence: int, offset: int) -> agent_pb2.Batch:
+        return make_batch(sequence, 1, time_ns=T0, offset_ns=offset, uncertainty_ns=offset // 10)
+
+    # In one group, newest first (a resend after a gap lands behind a new batch).
+    journal.commit_batches([("a1", clocked(3, 3000)), ("a1", clocked(2, 2000))], T0)
+    assert agent_offset(journal) == (3000, 300, 4)
+    # In a later group: batch 1 finally arrives; a batch without a clock changes nothing.
+    journal.commit_batches([("a1", clocked(1, 1000))], T0)
+    journal.commit_batches([("a1", make_batch(5, 1, time_ns=T0, offset_ns=None))], T0)
+    assert agent_offset(journal) == (3000, 300, 4)
+    # Batch 4 is older than 5 but 5 had no clock: 4 is the newest estimate.
+    journal.commit_batches([("a1", clocked(4, 4000))], T0)
+    assert agent_offset(journal) == (4000, 400, 4)
+    assert journal.commit_batches([("a1", clocked(2, 9999))], T0) == [False]
+    assert agent_offset(journal) == (4000, 400, 4)
+    # Each batch keeps the estimate that corrected it.
+    rows = journal.connection().execute(
+        "SELECT sequence, offset_ns, offset_measured_at_ns, offset_samples FROM batches"
+        " ORDER BY sequence"
+    )
+    assert list(rows) == [
+        *((seq, seq * 1000, T0, 4) for seq in range(1, 5)),
+        (5, 0, None, None),
+    ]
+
+
+def test_columns_added_since_version_1_are_added_on_open(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite"
+    old = sqlite3.connect(path)
+    old.execute(
+        "CREATE TABLE batches(agent_id TEXT NOT NULL, sequence INTEGER NOT NULL,"
+        " received_ns INTEGER NOT NULL, sealed_ns INTEGER, events INTEGER, samples INTEGER,"
+        " probes INTEGER, offset_ns INTEGER, offset_uncertainty_ns INTEGER,"
+        " PRIMARY KEY(agent_id, sequence)) WITHOUT ROWID"
+    )
+    old.execute("INSERT INTO batches VALUES ('a1', 1, 5, NULL, 1, 0, 0, 40, 7)")
+    old.commit()
+    old.close()
+    j = Journal.open(path)
+    try:
+        j.upsert_agent(hello(), T0)
+        assert j.commit_batches([("a1", make_batch(2, 1, time_ns=T0))], T0) == [True]
+        rows = j.connection().execute(
+            "SELECT sequence, offset_uncertainty_ns, offset_measured_at_ns, offset_samples"
+            " FROM batches ORDER BY sequence"
+        )
+        assert list(rows) == [(1, 7, None, None), (2, 1000, T0, 4)]
+    finally:
+        j.close()
+
+
 def test_node_rule_and_node_samples(journal: Journal) -> None:
     batch = make_batch(1, 2, time_ns=T0, samples=1)
     batch.events[0].pod.node = "node-9"

@@ -25,6 +25,7 @@ from collector.lineprotocol import (
     phase_name,
     pod_phase_line,
     probe_line,
+    reason_tag,
     render_line,
     sample_line,
     source_name,
@@ -126,10 +127,36 @@ def test_pod_phase_line() -> None:
         'source=watch,test_id=t1,variant=16Mi latency_ms=10.0,uncertainty_ms=1.0,uid="uid-3",'
         'name="web-3",namespace="bench",raw_time_ns=5000000i 12500000'
     )
+    # A pod outside any run has no bounded identity: no point (the exporter counts it skipped).
     outside = {**EVENT_ROW, "run_id": "", "ordinal": None, "test_id": None, "created_ns": None}
     outside["runtime_class"] = outside["variant"] = None
-    assert pod_phase_line(outside).startswith("pod_phase,node=node-a,phase=ready,source=watch ")
-    assert "latency_ms" not in pod_phase_line(outside)
+    assert pod_phase_line(outside) is None
+    assert pod_phase_line({**EVENT_ROW, "ordinal": None}) is None
+
+
+def test_pod_phase_container_and_failure_reason_tags() -> None:
+    started = {**EVENT_ROW, "phase": events_pb2.PHASE_CONTAINER_STARTED, "container": "app"}
+    line = pod_phase_line(started)
+    assert line is not None
+    assert line.startswith("pod_phase,container=app,node=node-a,phase=container_started,pod=3,")
+    assert "container=" not in line.split(" ")[1]  # a tag, not also a field
+    failed = {**EVENT_ROW, "phase": events_pb2.PHASE_FAILED, "reason": "OOMKilled"}
+    line = pod_phase_line(failed)
+    assert line is not None
+    assert ",failure_reason=OOMKilled," in line and 'reason="OOMKilled"' in line
+    odd = pod_phase_line({**failed, "reason": "back-off 5m0s restarting failed container"})
+    assert odd is not None and ",failure_reason=other," in odd
+    # Only failures get the tag: other reasons (probe errors...) are free text.
+    gone = pod_phase_line({**EVENT_ROW, "phase": events_pb2.PHASE_GONE, "reason": "Gone"})
+    assert gone is not None and "failure_reason" not in gone
+    assert [reason_tag(r) for r in ("Error", "", None, "x y", "lower", "A" * 65)] == [
+        "Error",
+        None,
+        None,
+        "other",
+        "other",
+        "other",
+    ]
 
 
 def test_sample_and_probe_lines() -> None:
@@ -169,12 +196,14 @@ def test_summary_lines() -> None:
     )
     summary.phases.add(phase=events_pb2.PHASE_FIRST_RESPONSE, count=2, p50_ns=3_000_000)
     summary.failures.add(reason="OOMKilled", count=1)
+    summary.failures.add(reason="Error", count=1)
+    summary.failed_pods = 1  # the same pod, reported for two reasons
     lines = list(summary_lines(summary, 5))
     assert lines[0].startswith("run_summary,phase=first_response,run_id=r,runtime_class=runc,")
     assert "count=2i" in lines[0] and "p50_ms=3.0" in lines[0] and lines[0].endswith(" 1000")
     assert lines[1] == (
         'run,run_id=r,runtime_class=runc,test_id=t state="succeeded",replicas=2i,'
-        "memory_per_pod_bytes=1.5,failures=1i 1000"
+        "memory_per_pod_bytes=1.5,failed_pods=1i 1000"
     )
     assert (
         lines[2]

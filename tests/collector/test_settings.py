@@ -8,9 +8,11 @@ from typing import Any
 
 import pytest
 
-from collector.cli import parse_serve
+from collector.cli import UsageError, parse_serve
 from collector.errors import ConfigError
+from collector.influxwrite import InfluxTarget, InvalidTarget
 from collector.settings import OPTIONS, CollectorSettings, from_sources, is_loopback
+from rtbench.v1 import agent_pb2, events_pb2
 
 
 def test_defaults_are_valid_and_loopback() -> None:
@@ -162,3 +164,62 @@ def test_valid_influx_targets() -> None:
     )
     v2.check()
     assert v1.influx_enabled and v2.influx_enabled
+
+
+def test_influx_target_rules_are_the_targets_own() -> None:
+    """check() refuses exactly what InfluxTarget refuses (one source of truth)."""
+    refused: list[dict[str, Any]] = [
+        {"influx_url": "h:8086", "influx_db": "x"},
+        {"influx_url": "http://h:8086"},
+        {"influx_url": "http://h", "influx_api": "v2", "influx_org": "o"},
+        {"influx_url": "http://h", "influx_api": "v3"},
+    ]
+    for changes in refused:
+        settings = replace(CollectorSettings(), **changes)
+        with pytest.raises(InvalidTarget) as raised:
+            settings.check()
+        with pytest.raises(InvalidTarget) as direct:
+            settings.influx_target()
+        assert str(raised.value) == str(direct.value)
+    v1 = replace(CollectorSettings(), influx_url="http://h:8086", influx_db="rtbench")
+    assert v1.influx_target() == InfluxTarget("http://h:8086", database="rtbench")
+    assert CollectorSettings().influx_target() is None
+
+
+def test_journal_path_must_name_a_file() -> None:
+    with pytest.raises(UsageError, match="--journal: must not be empty"):
+        parse_serve(["--journal", ""], {})
+    with pytest.raises(ConfigError, match="RTBENCH_COLLECTOR_JOURNAL: must not be empty"):
+        parse_serve([], {"RTBENCH_COLLECTOR_JOURNAL": "  "})
+    with pytest.raises(ConfigError, match="must name a file"):
+        replace(CollectorSettings(), journal=Path("")).check()
+
+
+def test_default_message_limit_holds_a_full_batch() -> None:
+    """A batch of max_batch_events realistic records must fit, or the agent is
+    answered RESOURCE_EXHAUSTED (push back) for it forever."""
+    defaults = CollectorSettings()
+    ref = events_pb2.PodRef(
+        uid="0f5c8a3e-1b2d-4c6e-9f10-2a3b4c5d6e7f",
+        namespace="rtbench-bench",
+        name="http-server-bench-kata-fc-16mi-7d9f8c6b5-x2k4p",
+        node="worker-node-017.cluster.example",
+        run_id="run-20250615-kata-fc-16mi-r03",
+        labels={
+            "app": "c-http-server",
+            "test_id": "startup-latency",
+            "runtime_class": "kata-fc",
+            "variant": "16Mi",
+        },
+    )
+    batch = agent_pb2.Batch(sequence=2**40, sealed_ns=1_750_000_000_000_000_000)
+    for i in range(defaults.max_batch_events):
+        ev = batch.events.add(pod=ref, phase=events_pb2.PHASE_CONTAINER_STARTED, source=1)
+        ev.time_ns = ev.monotonic_ns = ev.api_time_ns = 1_750_000_000_000_000_000 + i
+        ev.uncertainty_ns = 1_000_000
+        ev.container = "http-server"
+        ev.attributes["restart_count"] = "0"
+        ev.attributes["pod_ip"] = "10.244.17.203"
+    size = agent_pb2.AgentMessage(batch=batch).ByteSize()
+    assert size > 16 * 2**20  # the old default was too small
+    assert size < defaults.max_message_bytes

@@ -201,6 +201,7 @@ def test_all_responded_failures_and_memory(journal: Journal) -> None:
     s = compute_summary(journal.connection(), "r1", include_pods=False)
     assert s.all_responded_ns == 100 * MS
     assert [(f.reason, f.count) for f in s.failures] == [("OOMKilled", 1)]
+    assert s.failed_pods == 1
     # (50 MiB + 70 MiB) / 10 pods.
     assert s.memory_per_pod_bytes == 12 * MIB
 
@@ -268,3 +269,79 @@ def test_reader_connection_is_left_as_it_was(journal: Journal) -> None:
     factory = conn.row_factory
     compute_summary(conn, "r1", include_pods=True)
     assert conn.row_factory is factory
+
+
+def test_a_pod_failing_for_two_reasons_is_one_failed_pod(tmp_path: Path) -> None:
+    j = open_journal(tmp_path / "j.sqlite")
+    hello(j, "agent-a", "node-a")
+    register(j, "r4", replicas=3)
+    crashing, oom = pod("c0", "r4", "node-a"), pod("c1", "r4", "node-a")
+    evs = [
+        event(crashing, P.PHASE_FAILED, T0 + 5 * MS, reason="Error"),
+        event(crashing, P.PHASE_FAILED, T0 + 8 * MS, reason="CrashLoopBackOff"),
+        event(crashing, P.PHASE_FAILED, T0 + 30 * MS, reason="Error"),
+        event(oom, P.PHASE_FAILED, T0 + 6 * MS, reason="OOMKilled"),
+        event(pod("c2", "r4", "node-a"), P.PHASE_READY, T0 + 4 * MS),
+    ]
+    j.commit_batches([("agent-a", batch(1, evs))], T0)
+    s = compute_summary(j.connection(), "r4", include_pods=False)
+    assert [(f.reason, f.count) for f in s.failures] == [
+        ("CrashLoopBackOff", 1),
+        ("Error", 1),
+        ("OOMKilled", 1),
+    ]
+    assert s.failed_pods == 2
+    assert stats(s, P.PHASE_FAILED).count == 2
+
+
+def test_clocks_are_those_that_corrected_the_run(tmp_path: Path) -> None:
+    """Not the agent's clock now: the worst estimate among the run's batches."""
+    j = open_journal(tmp_path / "j.sqlite")
+    hello(j, "agent-a", "node-a")
+    hello(j, "agent-b", "node-b")
+    register(j, "r5", replicas=4)
+
+    def estimate(offset_ms: int, uncertainty: int, samples: int) -> events_pb2.ClockOffset:
+        return events_pb2.ClockOffset(
+            offset_ns=offset_ms * MS,
+            uncertainty_ns=uncertainty,
+            measured_at_ns=T0 + samples,
+            samples=samples,
+        )
+
+    def ready(uid: str, run_id: str = "r5") -> list[events_pb2.Event]:
+        return [event(pod(uid, run_id, "node-a"), P.PHASE_READY, T0 + 10 * MS)]
+
+    j.commit_batches(
+        [
+            ("agent-a", batch(1, ready("a0"), clock=estimate(3, 300_000, 5))),
+            ("agent-a", batch(2, ready("a1"), clock=estimate(4, 900_000, 6))),
+            ("agent-a", batch(3, ready("a2"), clock=estimate(5, 200_000, 7))),
+            # agent-b: one batch of the run had no estimate at all.
+            ("agent-b", batch(1, ready("b0"), clock=estimate(-2, 40_000, 8))),
+            ("agent-b", batch(2, ready("b1"))),
+        ],
+        T0,
+    )
+    # Later batches outside the run change the agents' current clocks.
+    j.commit_batches(
+        [
+            ("agent-a", batch(4, ready("x0", ""), clock=estimate(9, 10, 30))),
+            ("agent-b", batch(3, ready("x1", ""), clock=estimate(8, 10, 31))),
+        ],
+        T0,
+    )
+    s = compute_summary(j.connection(), "r5", include_pods=False)
+    clocks = {c.agent_id: (c.node, c.clock) for c in s.clocks}
+    assert set(clocks) == {"agent-a", "agent-b"}
+    node, worst = clocks["agent-a"]
+    assert node == "node-a"
+    assert (worst.offset_ns, worst.uncertainty_ns, worst.samples, worst.measured_at_ns) == (
+        4 * MS,
+        900_000,
+        6,
+        T0 + 6,
+    )
+    node, unknown = clocks["agent-b"]
+    assert node == "node-b"
+    assert (unknown.offset_ns, unknown.uncertainty_ns, unknown.samples) == (-2 * MS, -1, 8)
