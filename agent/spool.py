@@ -55,7 +55,7 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Self
+from typing import Literal, Self
 
 from google.protobuf.message import DecodeError
 
@@ -350,25 +350,33 @@ class Spool:
             raise SpoolError(f"cannot read spooled batch {seq}: {exc}") from exc
         if batch is None and seq in self._sizes:
             if damaged:
-                await asyncio.shield(self._set_aside_damaged(seq))
+                await asyncio.shield(self._set_aside(seq, "corrupt"))
+                log.warning("spooled batch %d is damaged; set aside as .corrupt", seq)
             else:
                 log.debug("spooled batch %d vanished from disk; counting it acknowledged", seq)
                 self._forget(seq)
                 self._notify()
         return batch
 
-    async def _set_aside_damaged(self, seq: int) -> None:
+    async def _set_aside(self, seq: int, kind: Literal["corrupt", "rejected"]) -> None:
+        """Rename a batch's file to ``.<kind>`` (kept for inspection), count it, unindex it.
+
+        Callers shield it as a whole, so a cancelled caller cannot leave the file
+        renamed but the batch still indexed and uncounted.
+        """
         path = self.directory / f"{seq:020d}{_SUFFIX}"
         try:
-            await asyncio.to_thread(os.replace, path, path.with_suffix(".corrupt"))
+            await asyncio.to_thread(os.replace, path, path.with_suffix(f".{kind}"))
         except FileNotFoundError:
             pass
         except OSError as exc:
-            raise SpoolError(f"cannot set aside damaged batch {seq}: {exc}") from exc
-        self.counters.corrupt += 1
+            raise SpoolError(f"cannot set aside {kind} batch {seq}: {exc}") from exc
+        if kind == "corrupt":
+            self.counters.corrupt += 1
+        else:
+            self.counters.rejected += 1
         self._forget(seq)
         self._notify()
-        log.warning("spooled batch %d is damaged; set aside as .corrupt", seq)
 
     def _read(self, seq: int) -> tuple[agent_pb2.Batch | None, bool]:
         """(batch, damaged); (None, False) when the file is gone (acked meanwhile)."""
@@ -391,22 +399,8 @@ class Spool:
         """
         if seq not in self._sizes:
             return False
-        # Shielded as a whole: a cancelled caller must not leave the file renamed
-        # but the batch still indexed (and uncounted).
-        await asyncio.shield(self._set_aside_rejected(seq))
+        await asyncio.shield(self._set_aside(seq, "rejected"))
         return True
-
-    async def _set_aside_rejected(self, seq: int) -> None:
-        path = self.directory / f"{seq:020d}{_SUFFIX}"
-        try:
-            await asyncio.to_thread(os.replace, path, path.with_suffix(".rejected"))
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            raise SpoolError(f"cannot set aside refused batch {seq}: {exc}") from exc
-        self.counters.rejected += 1
-        self._forget(seq)
-        self._notify()
 
     async def advance_sequence(self, seq: int) -> None:
         """Never seal at or below ``seq`` again (the collector has seen it from this id)."""

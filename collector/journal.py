@@ -7,8 +7,9 @@ WAL mode with ``synchronous=FULL`` fsyncs the log on every commit. Group commit
 (``commit_batches`` takes many batches in one transaction) amortises that fsync
 over everything that arrived meanwhile.
 
-Everything InfluxDB, summaries and reports show is derived from these tables; the
-schema is a contract with ``collector.exporting`` and ``collector.summaries``:
+Everything InfluxDB, summaries and reports show is derived from these tables
+(their DDL is in ``collector.schema``); the schema is a contract with
+``collector.exporting`` and ``collector.summaries``:
 columns and indexes may be added, never renamed. Times are int64 ns. Every
 observation keeps its raw agent time (``time_ns``) beside the corrected one
 (``corrected_ns = time_ns + offset_ns`` of the batch's clock estimate, the
@@ -41,62 +42,9 @@ from pathlib import Path
 from rtbench.v1 import agent_pb2, control_pb2, events_pb2
 
 from .errors import InvalidRequest, JournalError, RunExists, UnknownRun
+from .schema import SCHEMA, SCHEMA_VERSION, add_columns
 
 __all__ = ["SCHEMA", "SCHEMA_VERSION", "TERMINAL_STATES", "Journal", "open_reader"]
-
-SCHEMA_VERSION = 1
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT);
-CREATE TABLE IF NOT EXISTS agents(
-  agent_id TEXT PRIMARY KEY, node TEXT NOT NULL, agent_version TEXT, node_facts BLOB,
-  first_seen_ns INTEGER, last_seen_ns INTEGER, committed_sequence INTEGER NOT NULL DEFAULT 0,
-  offset_ns INTEGER, offset_uncertainty_ns INTEGER, offset_measured_at_ns INTEGER,
-  offset_samples INTEGER);
-CREATE TABLE IF NOT EXISTS batches(
-  agent_id TEXT NOT NULL, sequence INTEGER NOT NULL, received_ns INTEGER NOT NULL,
-  sealed_ns INTEGER, events INTEGER, samples INTEGER, probes INTEGER,
-  offset_ns INTEGER, offset_uncertainty_ns INTEGER, offset_measured_at_ns INTEGER,
-  offset_samples INTEGER,
-  PRIMARY KEY(agent_id, sequence)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS runs(
-  run_id TEXT PRIMARY KEY, test_id TEXT, runtime_class TEXT, variant TEXT, replicas INTEGER,
-  image TEXT, memory_limit TEXT, repetition INTEGER, namespace TEXT, plan_id TEXT,
-  environment TEXT, spec BLOB, state INTEGER NOT NULL,
-  registered_ns INTEGER, created_ns INTEGER, created_raw_ns INTEGER,
-  create_response_raw_ns INTEGER, rtctl_offset_ns INTEGER, rtctl_uncertainty_ns INTEGER,
-  finished_ns INTEGER, message TEXT);
-CREATE TABLE IF NOT EXISTS pods(
-  run_id TEXT NOT NULL, uid TEXT NOT NULL, ordinal INTEGER NOT NULL,
-  namespace TEXT, name TEXT, node TEXT, labels TEXT, first_seen_ns INTEGER,
-  PRIMARY KEY(run_id, uid), UNIQUE(run_id, ordinal));
-CREATE TABLE IF NOT EXISTS events(
-  id INTEGER PRIMARY KEY, agent_id TEXT NOT NULL, sequence INTEGER NOT NULL,
-  run_id TEXT NOT NULL, pod_uid TEXT NOT NULL, namespace TEXT, name TEXT, node TEXT,
-  phase INTEGER NOT NULL, source INTEGER NOT NULL,
-  time_ns INTEGER NOT NULL, corrected_ns INTEGER NOT NULL,
-  monotonic_ns INTEGER, uncertainty_ns INTEGER NOT NULL DEFAULT 0,
-  clock_uncertainty_ns INTEGER NOT NULL DEFAULT 0, api_time_ns INTEGER,
-  reason TEXT, container TEXT, attributes TEXT);
-CREATE INDEX IF NOT EXISTS events_by_run ON events(run_id, phase);
-CREATE TABLE IF NOT EXISTS samples(
-  id INTEGER PRIMARY KEY, agent_id TEXT NOT NULL, sequence INTEGER NOT NULL, node TEXT,
-  run_id TEXT, pod_uid TEXT, time_ns INTEGER NOT NULL, corrected_ns INTEGER NOT NULL,
-  mem_total_bytes INTEGER, mem_available_bytes INTEGER, cpu_busy REAL, pod_memory_bytes INTEGER);
-CREATE INDEX IF NOT EXISTS samples_by_node ON samples(node, corrected_ns);
-CREATE TABLE IF NOT EXISTS probes(
-  id INTEGER PRIMARY KEY, agent_id TEXT NOT NULL, sequence INTEGER NOT NULL, node TEXT,
-  run_id TEXT, pod_uid TEXT, time_ns INTEGER NOT NULL, corrected_ns INTEGER NOT NULL,
-  ok INTEGER NOT NULL, latency_ns INTEGER, status_code INTEGER, error TEXT);
-CREATE TABLE IF NOT EXISTS summaries(
-  id INTEGER PRIMARY KEY, run_id TEXT NOT NULL, computed_ns INTEGER NOT NULL,
-  summary BLOB NOT NULL);
-CREATE INDEX IF NOT EXISTS summaries_by_run ON summaries(run_id, id);
-CREATE TABLE IF NOT EXISTS export_cursors(stream TEXT PRIMARY KEY, last_id INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS export_dead_letters(
-  id INTEGER PRIMARY KEY, stream TEXT NOT NULL, first_id INTEGER, last_id INTEGER,
-  status INTEGER, error TEXT, lines TEXT, at_ns INTEGER NOT NULL);
-"""
 
 TERMINAL_STATES = frozenset(
     {
@@ -109,13 +57,6 @@ TERMINAL_STATES = frozenset(
 
 _UNKNOWN_UNCERTAINTY = -1
 """Clock uncertainty recorded for a batch that carried no offset estimate."""
-
-_ADDED_COLUMNS = (
-    ("batches", "offset_measured_at_ns", "INTEGER"),
-    ("batches", "offset_samples", "INTEGER"),
-)
-"""Columns added since schema version 1 was first written: journals created
-before them get them on open (NULL in old rows). Adding is compatible both ways."""
 
 _INSERT_EVENT = (
     "INSERT INTO events(agent_id, sequence, run_id, pod_uid, namespace, name, node, phase,"
@@ -157,13 +98,6 @@ def open_reader(path: Path, *, any_thread: bool = False) -> sqlite3.Connection:
     return conn
 
 
-def _add_columns(conn: sqlite3.Connection) -> None:
-    for table, column, kind in _ADDED_COLUMNS:
-        present = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
-        if column not in present:
-            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
-
-
 class Journal:
     """The single writer of one journal file (see the module docstring)."""
 
@@ -196,7 +130,7 @@ class Journal:
             for statement in SCHEMA.split(";"):
                 if statement.strip():
                     conn.execute(statement)
-            _add_columns(conn)
+            add_columns(conn)
             meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
             version = int(meta.get("schema_version", SCHEMA_VERSION))
             if version > SCHEMA_VERSION:
@@ -346,20 +280,10 @@ class Journal:
         if samples:
             srows = []
             for s in samples:
-                pod = s.pod
-                t = s.time_ns
-                node = pod.node or agent_node
-                if pod.run_id and pod.uid:
-                    self._see_pod(pod, node, t + offset, new_pods)
+                where = self._placed(agent_id, seq, agent_node, offset, s.pod, s.time_ns, new_pods)
                 srows.append(
                     (
-                        agent_id,
-                        seq,
-                        node,
-                        pod.run_id or None,
-                        pod.uid or None,
-                        t,
-                        t + offset,
+                        *where,
                         s.mem_total_bytes,
                         s.mem_available_bytes,
                         s.cpu_busy,
@@ -370,30 +294,28 @@ class Journal:
         if probes:
             prows = []
             for p in probes:
-                pod = p.pod
-                t = p.time_ns
-                node = pod.node or agent_node
-                if pod.run_id and pod.uid:
-                    self._see_pod(pod, node, t + offset, new_pods)
-                prows.append(
-                    (
-                        agent_id,
-                        seq,
-                        node,
-                        pod.run_id or None,
-                        pod.uid or None,
-                        t,
-                        t + offset,
-                        int(p.ok),
-                        p.latency_ns,
-                        p.status_code,
-                        p.error or None,
-                    )
-                )
+                where = self._placed(agent_id, seq, agent_node, offset, p.pod, p.time_ns, new_pods)
+                prows.append((*where, int(p.ok), p.latency_ns, p.status_code, p.error or None))
             conn.executemany(_INSERT_PROBE, prows)
         if new_pods:
             conn.executemany(_INSERT_POD, new_pods)
         return True
+
+    def _placed(
+        self,
+        agent_id: str,
+        seq: int,
+        agent_node: str | None,
+        offset: int,
+        pod: events_pb2.PodRef,
+        t: int,
+        new_pods: list[tuple[object, ...]],
+    ) -> tuple[object, ...]:
+        """The leading columns of a sample or probe row; notes a run pod seen first here."""
+        node = pod.node or agent_node
+        if pod.run_id and pod.uid:
+            self._see_pod(pod, node, t + offset, new_pods)
+        return (agent_id, seq, node, pod.run_id or None, pod.uid or None, t, t + offset)
 
     def _see_pod(
         self,
