@@ -2,15 +2,39 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import subprocess
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from rtbench.influxd import LocalInfluxd
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+async def wait_until(
+    condition: Callable[[], Any], *, within: float, every: float = 0.02, what: str = ""
+) -> Any:
+    """Poll ``condition`` (sync or async) until it returns something truthy; that value.
+
+    Raises AssertionError naming ``what`` after ``within`` seconds: tests wait for
+    what they need with generous deadlines instead of sleeping a fixed time.
+    """
+    deadline = time.monotonic() + within
+    while True:
+        value = condition()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {within}s waiting for {what or condition}")
+        await asyncio.sleep(every)
 
 
 @pytest.fixture(scope="session")

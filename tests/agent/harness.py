@@ -19,7 +19,6 @@ import contextlib
 import logging
 import os
 import sys
-import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -36,6 +35,7 @@ from agent.settings import AgentSettings, UplinkSettings
 from agent.spool import Spool
 from rtbench.clock import mono_ns, wall_ns
 from rtbench.v1 import agent_pb2, events_pb2
+from tests.conftest import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -43,12 +43,8 @@ REPO = Path(__file__).resolve().parents[2]
 async def wait_for(
     condition: Callable[[], object], *, within: float = 30.0, what: str = ""
 ) -> None:
-    """Poll ``condition`` until it is truthy; generous deadlines for a loaded machine."""
-    deadline = time.monotonic() + within
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within} s waiting for {what or condition}")
-        await asyncio.sleep(0.02)
+    """``tests.conftest.wait_until``: generous deadlines for a loaded machine."""
+    await wait_until(condition, within=within, what=what)
 
 
 def uplink_settings(collector: str, state_dir: Path, **overrides: Any) -> UplinkSettings:

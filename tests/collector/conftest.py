@@ -20,7 +20,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ import pytest
 
 from collector.app import Collector
 from collector.settings import CollectorSettings
+from tests.conftest import wait_until
 
 BIN = Path(sys.executable).parent
 READY = re.compile(r"^collector ready listen=(\S+) journal=(\S+) collector_id=(\w+)$")
@@ -70,17 +71,8 @@ async def collector(settings: CollectorSettings) -> AsyncIterator[Collector]:
 async def until(
     condition: Callable[[], Any], *, within: float = 120.0, every: float = 0.02, what: str = ""
 ) -> Any:
-    """Polls ``condition`` (sync or async) until it returns something truthy."""
-    deadline = time.monotonic() + within
-    while True:
-        value = condition()
-        if isinstance(value, Awaitable):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within}s waiting for {what or condition}")
-        await asyncio.sleep(every)
+    """``tests.conftest.wait_until`` with this layer's default deadline."""
+    return await wait_until(condition, within=within, every=every, what=what)
 
 
 @dataclass

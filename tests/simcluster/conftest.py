@@ -14,7 +14,6 @@ from tests/conftest.py.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 import select
@@ -33,6 +32,7 @@ from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio import config as k8s_config
 
 from simcluster.cluster import SimCluster
+from tests.conftest import wait_until
 
 BIN = Path(sys.executable).parent
 READY = re.compile(r"^rtbench-sim ready url=(\S+) kubeconfig=(\S+) nodes=(\d+)$")
@@ -89,17 +89,8 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 async def _wait_for(
     condition: Callable[[], Any], *, within: float = 15.0, every: float = 0.02, what: str = ""
 ) -> Any:
-    """Poll ``condition`` (sync or async) until it returns something truthy."""
-    deadline = time.monotonic() + within
-    while True:
-        value = condition()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within}s waiting for {what or condition}")
-        await asyncio.sleep(every)
+    """``tests.conftest.wait_until`` with this layer's default deadline."""
+    return await wait_until(condition, within=within, every=every, what=what)
 
 
 @pytest.fixture
