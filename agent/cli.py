@@ -25,8 +25,10 @@ from .errors import AgentError, ConfigError
 from .settings import OPTIONS, AgentSettings, help_text, settings_from_sources
 
 RUN_DESCRIPTION = (
-    "Watch the pods on this node, probe them, sample the node's resources, and stream "
-    "everything to the collector, keeping every unacknowledged batch in a spool. Every flag "
+    "Watch the pods on this node, probe them, sample the node's resources, read sandbox and "
+    "container create/start/exit from containerd's events when its socket is there "
+    "(--containerd-socket), and stream everything to the collector, keeping every "
+    "unacknowledged batch in a spool. Every flag "
     "can also be set in the environment as RTBENCH_AGENT_<FLAG> (e.g. "
     "RTBENCH_AGENT_COLLECTOR=host:7070); the node also comes from NODE_NAME. Flags win."
 )

@@ -12,6 +12,9 @@ matching message text::
     ├── StartupError           I/O at start failed: state dir, kubeconfig, TLS files (exit 1)
     ├── SpoolError             the on-disk spool cannot be written or read (exit 1)
     ├── TaskDied               a named long-running task ended on its own (exit 1)
+    ├── ContainerdError        (containerd.py) containerd's API failed; retried quietly
+    │   ├── ContainerdUnavailable  no socket, permission denied, refused, went away
+    │   └── ContainerdFailed       any other failed call
     ├── WatchError             (watching.py) the Kubernetes watch failed
     │   ├── WatchRetryable     handled inside the watcher, with backoff
     │   │   └── WatchExpired   410 Gone: list again

@@ -3,9 +3,12 @@
 ``NodeObserver`` joins the parts: the watcher (watching.py) hands each pod
 object, stamped on arrival, to the tracker (transitions.py), whose events go to
 the outbox; the tracker's view of each pod decides what the prober
-(probing.py) probes and which pods the sampler (resources.py) reads. All
-three loops run as named tasks under one TaskGroup in ``run()``; a task that
-dies is logged by its name and ends ``run()``.
+(probing.py) probes and which pods the sampler (resources.py) reads. Unless
+``containerd_socket`` is off, the runtime-event reader (runtimeevents.py) adds
+containerd's sandbox and container phases for the pods the tracker knows; the
+tracker tells it when a pod becomes known, and its container starts hint the
+prober. All loops run as named tasks under one TaskGroup in ``run()``; a task
+that dies is logged by its name and ends ``run()``.
 
 ``ObserveSettings`` holds the observers' settings; ``__post_init__`` checks them
 without I/O, so a bad value stops the agent before it connects anywhere.
@@ -16,6 +19,7 @@ Errors, the observers' branch of the agent's tree (agent/errors.py)::
     ├── ConfigError
     │   └── ObserveConfigError     a setting is impossible (also a ValueError)
     ├── TaskDied                   an observer loop returned or crashed
+    ├── ContainerdError (containerd.py)  handled inside the reader, never raised by run()
     └── WatchError (watching.py)   the API watch failed
         ├── WatchRetryable         handled inside the watcher, never raised by run()
         │   └── WatchExpired
@@ -44,6 +48,7 @@ from .errors import AgentError, ConfigError, TaskDied
 from .outbox import Outbox
 from .probing import Prober
 from .resources import ResourceSampler, local_facts
+from .runtimeevents import RuntimeEvents
 from .transitions import Obj, PodTracker, Stamp
 from .watching import PodWatcher
 
@@ -111,6 +116,15 @@ class ObserveSettings:
     while a pod that never answers costs ever less. In bursts the budget, not the
     growth, sets the pace."""
 
+    containerd_socket: str = "auto"
+    """containerd's socket for nanosecond sandbox and container phases (agent/runtimeevents.py).
+    auto: the first of /run/containerd/containerd.sock and /run/k3s/containerd/containerd.sock
+    that exists (containerd's and K3s' defaults), looked up again at every connect so a
+    containerd that appears later is found; off: do not read containerd; else a path (or
+    unix:// URL). Optional by design: without it the watch still reports these phases."""
+    containerd_namespace: str = "k8s.io"
+    """The containerd namespace in which the CRI plugin keeps Kubernetes' containers."""
+
     def __post_init__(self) -> None:
         problem = self.problem()
         if problem is not None:
@@ -151,12 +165,26 @@ class ObserveSettings:
             return f"probe_port must be between 1 and 65535, got {self.probe_port}"
         if not self.probe_path.startswith("/") or any(c.isspace() for c in self.probe_path):
             return f"probe_path must start with / and contain no spaces, got {self.probe_path!r}"
+        socket = self.containerd_socket
+        if socket not in ("auto", "off") and not (
+            isinstance(socket, str) and socket.removeprefix("unix://").startswith("/")
+        ):
+            return f"containerd_socket must be auto, off or an absolute path, got {socket!r}"
+        if not isinstance(self.containerd_namespace, str) or not _CONTAINERD_NAMESPACE.fullmatch(
+            self.containerd_namespace
+        ):
+            return (
+                "containerd_namespace must be a containerd namespace name, "
+                f"got {self.containerd_namespace!r}"
+            )
         for name in ("proc_root", "cgroup_root"):
             if not isinstance(getattr(self, name), Path):
                 return f"{name} must be a Path, got {getattr(self, name)!r}"
         return None
 
 
+_CONTAINERD_NAMESPACE = re.compile(r"[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*")
+"""containerd's rule for namespace names (and what its filters accept unquoted)."""
 _NAME = r"[A-Za-z0-9](?:[-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
 _KEY = rf"(?:[a-z0-9](?:[-a-z0-9.]{{0,251}}[a-z0-9])?/)?{_NAME}"
 _VALUE = rf"(?:{_NAME})?"
@@ -212,6 +240,15 @@ class NodeObserver:
         self.prober = Prober(outbox, settings)
         self.sampler = ResourceSampler(outbox, settings, self._refs)
         self.watcher = PodWatcher(api, self, settings)
+        self.runtime: RuntimeEvents | None = None
+        if settings.containerd_socket != "off":
+            self.runtime = RuntimeEvents(
+                outbox,
+                self._known_ref,
+                socket=settings.containerd_socket,
+                namespace=settings.containerd_namespace,
+                on_started=self.prober.hint_started,
+            )
         self._local: agent_pb2.NodeFacts | None = None
         self._node_info: Obj | None = None
 
@@ -234,12 +271,14 @@ class NodeObserver:
         gc.freeze()
         try:
             async with asyncio.TaskGroup() as group:
-                loops = (
+                loops = [
                     ("watch", self.watcher.run(), True),
                     ("probe", self.prober.run(), True),
                     ("sample", self.sampler.run(), True),
                     ("node-facts", self._read_node(), False),
-                )
+                ]
+                if self.runtime is not None:
+                    loops.append(("containerd", self.runtime.run(), True))
                 for name, coro, forever in loops:
                     group.create_task(self._guard(name, coro, forever), name=f"{name} {node}")
         except BaseExceptionGroup as failed:
@@ -295,6 +334,8 @@ class NodeObserver:
         The caller tells the sampler that the pods changed, once per batch of pods.
         """
         tracked = self.tracker.get(uid)
+        if self.runtime is not None and tracked is not None:
+            self.runtime.pod_seen(uid)
         if tracked is None:
             self.prober.forget(uid)
             self.sampler.forget(uid)
@@ -304,6 +345,10 @@ class NodeObserver:
             self.prober.track(tracked.ref, tracked.target, tracked.first_sight.wall_ns)
             if started:
                 self.prober.hint_started(uid)
+
+    def _known_ref(self, uid: str) -> events_pb2.PodRef | None:
+        tracked = self.tracker.get(uid)
+        return tracked.ref if tracked is not None else None
 
     def _refs(self) -> list[events_pb2.PodRef]:
         return [pod.ref for pod in self.tracker.pods.values()]

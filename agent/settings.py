@@ -423,6 +423,23 @@ OPTIONS: tuple[Option, ...] = (
         _float,
         "resource sample interval with no pods tracked, s",
     ),
+    Option(
+        "--containerd-socket",
+        "observe",
+        "containerd_socket",
+        _text,
+        "containerd's socket for ns-precise sandbox/container create, start and exit "
+        "(default: auto = the first of /run/containerd/containerd.sock and "
+        "/run/k3s/containerd/containerd.sock that exists; off disables it; absent or "
+        "unreadable: one warning, the agent goes on and retries quietly)",
+    ),
+    Option(
+        "--containerd-namespace",
+        "observe",
+        "containerd_namespace",
+        _text,
+        "containerd namespace of Kubernetes' containers",
+    ),
     Option("--proc-root", "observe", "proc_root", Path, "where /proc is mounted"),
     Option("--cgroup-root", "observe", "cgroup_root", Path, "where the cgroup fs is mounted"),
     Option("--log-level", "agent", "log_level", str.lower, "debug, info, warning or error"),

@@ -6,30 +6,39 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from rtbench.containerd import containers_pb2 as ctd_containers
+from rtbench.containerd import events_pb2 as ctd_events
+from rtbench.containerd import events_service_pb2 as ctd_events_service
+from rtbench.containerd import task_types_pb2 as ctd_task_types
+from rtbench.containerd import tasks_pb2 as ctd_tasks
 from rtbench.v1 import agent_pb2, agent_pb2_grpc, control_pb2, events_pb2
 
 from .conftest import REPO
 
 
-def test_generated_code_has_not_drifted(tmp_path: Path) -> None:
+@pytest.mark.parametrize("package", ["v1", "containerd"])
+def test_generated_code_has_not_drifted(tmp_path: Path, package: str) -> None:
     subprocess.run(
         [str(REPO / "scripts" / "gen-proto"), str(tmp_path)],
         check=True,
         capture_output=True,
         env={"PYTHON": sys.executable, "PATH": "/usr/bin:/bin"},
     )
-    fresh = sorted(p.name for p in (tmp_path / "rtbench" / "v1").iterdir())
-    committed = sorted(p.name for p in (REPO / "rtbench" / "v1").glob("*_pb2*"))
+    fresh_dir = tmp_path / "rtbench" / package
+    committed_dir = REPO / "rtbench" / package
+    fresh = sorted(p.name for p in fresh_dir.iterdir())
+    committed = sorted(p.name for p in committed_dir.glob("*_pb2*"))
     assert fresh == committed
     for name in fresh:
-        assert (tmp_path / "rtbench" / "v1" / name).read_bytes() == (
-            REPO / "rtbench" / "v1" / name
-        ).read_bytes(), f"rtbench/v1/{name} is stale: run scripts/gen-proto"
+        assert (fresh_dir / name).read_bytes() == (committed_dir / name).read_bytes(), (
+            f"rtbench/{package}/{name} is stale: run scripts/gen-proto"
+        )
 
 
 def test_field_numbers_are_stable() -> None:
@@ -49,6 +58,63 @@ def test_field_numbers_are_stable() -> None:
     assert events_pb2.PHASE_FIRST_RESPONSE == 8
     msg = agent_pb2.AgentMessage.DESCRIPTOR.fields_by_name
     assert (msg["hello"].number, msg["batch"].number, msg["clock_sync"].number) == (1, 2, 3)
+
+
+def test_containerd_numbers_are_containerds() -> None:
+    """proto/rtbench/containerd restates containerd's public API: its names and numbers
+    must stay containerd's (api/events/task.proto, api/services/.../*.proto)."""
+
+    def numbers(message: Any) -> dict[str, int]:
+        return {n: f.number for n, f in message.DESCRIPTOR.fields_by_name.items()}
+
+    assert numbers(ctd_events.TaskExit) == {
+        "container_id": 1,
+        "id": 2,
+        "pid": 3,
+        "exit_status": 4,
+        "exited_at": 5,
+    }
+    assert numbers(ctd_events.TaskCreate) == {"container_id": 1, "bundle": 2, "pid": 6}
+    assert numbers(ctd_events.TaskStart) == {"container_id": 1, "pid": 2}
+    assert numbers(ctd_events.TaskDelete)["id"] == 5
+    assert numbers(ctd_events.ContainerCreate) == {"id": 1, "image": 2, "runtime": 3}
+    assert numbers(ctd_events_service.Envelope) == {
+        "timestamp": 1,
+        "namespace": 2,
+        "topic": 3,
+        "event": 4,
+    }
+    assert numbers(ctd_containers.Container) == {
+        "id": 1,
+        "labels": 2,
+        "image": 3,
+        "runtime": 4,
+        "created_at": 8,
+        "updated_at": 9,
+    }
+    assert numbers(ctd_task_types.Process) == {
+        "container_id": 1,
+        "id": 2,
+        "pid": 3,
+        "status": 4,
+        "exit_status": 9,
+        "exited_at": 10,
+    }
+    assert ctd_task_types.STOPPED == 3
+    assert ctd_events.TaskStart.DESCRIPTOR.full_name == "containerd.events.TaskStart"
+    methods = {
+        f"/{s.full_name}/{m.name}"
+        for module in (ctd_events_service, ctd_containers, ctd_tasks)
+        for s in module.DESCRIPTOR.services_by_name.values()
+        for m in s.methods
+    }
+    assert methods == {
+        "/containerd.services.events.v1.Events/Subscribe",
+        "/containerd.services.containers.v1.Containers/Get",
+        "/containerd.services.containers.v1.Containers/List",
+        "/containerd.services.tasks.v1.Tasks/Get",
+        "/containerd.services.tasks.v1.Tasks/List",
+    }
 
 
 def test_messages_round_trip_and_reject_garbage() -> None:
