@@ -125,6 +125,12 @@ _OPTIONS: list[tuple[str, Callable[[str], Any], str]] = [
         _positive_int,
         "watch events kept for resuming; older resourceVersions get 410 (default 10000)",
     ),
+    (
+        "--containerd-dir",
+        Path,
+        "serve containerd's gRPC API (events, containers, tasks) for each node on "
+        "DIR/<node>.sock, for `agent run --containerd-socket` (default: off)",
+    ),
     ("--log-level", str, "debug, info, warning or error (default info)"),
 ]
 

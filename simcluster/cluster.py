@@ -9,6 +9,10 @@ starts every loop as a named task under one TaskGroup and listens on loopback;
 kills every workload process. A loop that crashes is logged by name and turns
 the health checks red (and the CLI exits 1) instead of vanishing.
 
+With ``containerd_dir`` set, each node also serves containerd's gRPC API on
+``containerd_dir/<node>.sock`` (``containerd_api``), fed from the runtime event
+log by the ``containerd-feed`` task; ``containerd_socket(node)`` names it.
+
 The fault methods (``drop_watches``, ``expire_history``, ``faults.inject_errors``,
 ``faults.slow_down``, ``kill_container``) are what the ``/_sim/`` endpoints call.
 """
@@ -31,6 +35,7 @@ from aiohttp import web
 
 from . import admin
 from .apiserver import ApiServer, build_app
+from .containerd_api import ContainerdSockets
 from .deployments import DeploymentController
 from .errors import BadRequest, ConfigError, NotFound, SimError
 from .faults import Faults
@@ -91,6 +96,8 @@ class SimCluster:
         self._stopping = False
         self._problem: str | None = None
         self._port = 0
+        self.containerd: ContainerdSockets | None = None
+        """The per-node containerd sockets, when ``containerd_dir`` is set."""
         self.kubeconfig: Path | None = None
         """Where ``write_kubeconfig`` last wrote."""
 
@@ -145,6 +152,9 @@ class SimCluster:
             loops.append((f"kubelet {name}", kubelet.run()))
             if s.pleg_period > 0:
                 loops.append((f"pleg {name}", kubelet.relist_loop()))
+        if s.containerd_dir is not None:
+            self.containerd = ContainerdSockets(s.containerd_dir, self.kubelets, self.events)
+            loops.append(("containerd-feed", self.containerd.feed()))
         self._supervisor = asyncio.get_running_loop().create_task(
             self._supervise(loops), name="simcluster"
         )
@@ -161,6 +171,12 @@ class SimCluster:
             await self.stop()
             raise SimError(f"cannot listen on {s.host}:{s.port}: {exc.strerror}") from exc
         self._port = int(self._runner.addresses[0][1])
+        if self.containerd is not None:
+            try:
+                await self.containerd.start()
+            except SimError:
+                await self.stop()
+                raise
         log.info("serving %s with %d nodes", self.url, s.nodes)
 
     def _seed(self) -> None:
@@ -207,6 +223,8 @@ class SimCluster:
         self.store.close_watchers(WatchClosed.SHUTDOWN)
         if self._runner is not None:
             await self._runner.cleanup()
+        if self.containerd is not None:
+            await self.containerd.stop()
         self.store.close_watchers(WatchClosed.SHUTDOWN, clients_only=False)
         if self._supervisor is not None:
             self._supervisor.cancel()
@@ -258,6 +276,14 @@ class SimCluster:
         """Write a kubeconfig for this cluster (context and user ``rtbench-sim``)."""
         self.kubeconfig = write_kubeconfig(Path(path), self.url)
         return self.kubeconfig
+
+    def containerd_socket(self, node: str) -> Path:
+        """The unix socket serving ``node``'s containerd API (needs ``containerd_dir``)."""
+        if self.containerd is None:
+            raise SimError("the containerd API is off: set containerd_dir")
+        if node not in self.containerd.sockets:
+            raise NotFound(f'nodes "{node}" not found', name=node, kind="nodes")
+        return self.containerd.sockets[node]
 
     def runtime_events(
         self, *, since: int = 0, node: str | None = None, pod_uid: str | None = None
@@ -311,6 +337,14 @@ class SimCluster:
             "problem": self._problem,
             "profiles": sorted(self.profiles),
             "pleg_period": self.settings.pleg_period,
+            "containerdSockets": {
+                name: str(path)
+                for name, path in (self.containerd.sockets if self.containerd else {}).items()
+            },
+            "containerdSubscribers": {
+                name: runtime.subscribers
+                for name, runtime in (self.containerd.runtimes if self.containerd else {}).items()
+            },
         }
 
     # -- faults -------------------------------------------------------------------------

@@ -12,9 +12,12 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from .errors import ConfigError
+from .nodes import node_name
 
 MAX_NODES = 254
 """Node i owns the pod range 127.i.0.0/16, so i must fit in one octet."""
+MAX_SOCKET_PATH = 107
+"""A unix socket path must fit sockaddr_un.sun_path (108 bytes with its NUL)."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,10 @@ class SimSettings:
     """A released pod IP is not reused sooner, so a stale prober never reaches a new pod."""
     max_body_bytes: int = 3 * 2**20
     """The real API server's request size limit is 3 MiB."""
+    containerd_dir: Path | None = None
+    """Serve a containerd-compatible socket per node at DIR/<node>.sock; None: off, so a
+    simulator never creates sockets nobody asked for and long state paths never hit the
+    unix socket path limit."""
 
     def check(self) -> None:
         """Raise ConfigError naming the first impossible value."""
@@ -79,6 +86,13 @@ class SimSettings:
             raise ConfigError("bookmark_interval must be positive")
         if self.watch_timeout == 0:
             raise ConfigError("watch_timeout must be positive")
+        if self.containerd_dir is not None:
+            longest = self.containerd_dir / f"{node_name(self.nodes)}.sock"
+            if len(str(longest).encode()) > MAX_SOCKET_PATH:
+                raise ConfigError(
+                    f"containerd_dir is too long for unix sockets: {longest} has more than "
+                    f"{MAX_SOCKET_PATH} bytes"
+                )
 
 
 FIELD_NAMES = frozenset(f.name for f in fields(SimSettings))

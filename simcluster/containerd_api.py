@@ -1,0 +1,263 @@
+"""containerd's gRPC API on a unix socket per simulated node, for the agent.
+
+On a real node the agent learns sandbox and container start times, to the
+nanosecond, from containerd's socket. ``ContainerdSockets`` gives every
+simulated node such a socket (``DIR/<node>.sock``), so ``agent run
+--containerd-socket DIR/sim-node-1.sock`` measures the same phases on the
+simulator as on a cluster. Each socket serves, for its own node's pods only,
+the long-stable calls the agent uses (see ``proto/rtbench/containerd/``):
+
+- ``Events/Subscribe``: live envelopes from the moment of the call, filtered
+  with containerd's filter syntax (``containerd_filters``), across namespaces
+  as containerd does (the ``containerd-namespace`` header does not narrow it;
+  ``namespace==k8s.io`` does). A filter it cannot parse is INVALID_ARGUMENT.
+- ``Containers/Get``, ``Containers/List``, ``Tasks/Get``, ``Tasks/List``: the
+  records of ``containerd_state.NodeRuntime`` in namespace ``k8s.io``. These
+  need the ``containerd-namespace`` header (FAILED_PRECONDITION without it, as
+  containerd answers); other namespaces are empty. Unknown ids are NOT_FOUND.
+  ``Tasks/List``'s filter is ignored, as containerd ignores it.
+
+One task (``feed``, run by the cluster under its TaskGroup as
+``containerd-feed``) follows the runtime event log and hands each event to its
+node's ``NodeRuntime``; the gRPC handlers only read that state and their
+subscription queues. Errors: a socket that cannot be served raises
+``SimError`` (the CLI exits 1); request errors become gRPC status codes here.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import stat
+from collections.abc import AsyncIterator, Mapping
+from functools import partial
+from pathlib import Path
+
+import grpc
+
+from rtbench.containerd import (
+    containers_pb2,
+    containers_pb2_grpc,
+    events_service_pb2,
+    events_service_pb2_grpc,
+    tasks_pb2,
+    tasks_pb2_grpc,
+)
+
+from .containerd_filters import parse_all
+from .containerd_state import NodeRuntime, PodInfo
+from .errors import BadRequest, NotFound, SimError
+from .kubelet import Kubelet
+from .runtime_events import RuntimeEventLog
+
+log = logging.getLogger(__name__)
+
+NAMESPACE_HEADER = "containerd-namespace"
+SUBSCRIBED_HEADER = "rtbench-sim-subscribed"
+"""Sent as soon as a Subscribe call is registered (containerd sends no early headers)."""
+STOP_GRACE = 0.5
+"""Seconds open calls get to finish when the cluster stops; streams are cut after."""
+
+
+def socket_path(directory: Path, node: str) -> Path:
+    return directory / f"{node}.sock"
+
+
+def _namespace(context: grpc.aio.ServicerContext) -> str | None:
+    for key, value in context.invocation_metadata() or ():
+        if key == NAMESPACE_HEADER:
+            return value if isinstance(value, str) else value.decode()
+    return None
+
+
+async def _required_namespace(context: grpc.aio.ServicerContext) -> str:
+    namespace = _namespace(context)
+    if not namespace:
+        await context.abort(
+            grpc.StatusCode.FAILED_PRECONDITION, "namespace is required: failed precondition"
+        )
+    assert namespace is not None
+    return namespace
+
+
+class EventsService:
+    """``containerd.services.events.v1.Events`` for one node."""
+
+    def __init__(self, runtime: NodeRuntime) -> None:
+        self.runtime = runtime
+
+    async def Subscribe(
+        self,
+        request: events_service_pb2.SubscribeRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[events_service_pb2.Envelope]:
+        try:
+            wanted = parse_all(list(request.filters))
+        except BadRequest as exc:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"failed parsing subscription filters: {exc}: invalid argument",
+            )
+        subscription = self.runtime.subscribe(wanted)
+        try:
+            # Headers go out once the subscription exists: a client that awaits
+            # them knows every later event will reach it (containerd sends
+            # nothing until the first event; clients must not need this).
+            await context.send_initial_metadata(((SUBSCRIBED_HEADER, "1"),))
+            while (envelope := await subscription.queue.get()) is not None:
+                yield envelope
+            if subscription.overflowed:
+                await context.abort(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    "subscriber fell too far behind the event stream",
+                )
+        finally:
+            self.runtime.unsubscribe(subscription)
+
+
+class ContainersService:
+    """``containerd.services.containers.v1.Containers`` (Get, List) for one node."""
+
+    def __init__(self, runtime: NodeRuntime) -> None:
+        self.runtime = runtime
+
+    async def Get(
+        self, request: containers_pb2.GetContainerRequest, context: grpc.aio.ServicerContext
+    ) -> containers_pb2.GetContainerResponse:
+        namespace = await _required_namespace(context)
+        if not request.id:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, "identifier must not be empty: invalid argument"
+            )
+        try:
+            record = self.runtime.container(namespace, request.id)
+        except NotFound as exc:
+            await context.abort(grpc.StatusCode.NOT_FOUND, exc.message)
+        return containers_pb2.GetContainerResponse(container=record.message())
+
+    async def List(
+        self, request: containers_pb2.ListContainersRequest, context: grpc.aio.ServicerContext
+    ) -> containers_pb2.ListContainersResponse:
+        namespace = await _required_namespace(context)
+        try:
+            wanted = parse_all(list(request.filters))
+        except BadRequest as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{exc}: invalid argument")
+        records = self.runtime.list_containers(namespace, wanted)
+        return containers_pb2.ListContainersResponse(containers=[r.message() for r in records])
+
+
+class TasksService:
+    """``containerd.services.tasks.v1.Tasks`` (Get, List) for one node."""
+
+    def __init__(self, runtime: NodeRuntime) -> None:
+        self.runtime = runtime
+
+    async def Get(
+        self, request: tasks_pb2.GetRequest, context: grpc.aio.ServicerContext
+    ) -> tasks_pb2.GetResponse:
+        namespace = await _required_namespace(context)
+        if request.exec_id:
+            await context.abort(
+                grpc.StatusCode.NOT_FOUND, f"process {request.exec_id} not found: not found"
+            )
+        try:
+            task = self.runtime.task(namespace, request.container_id)
+        except NotFound as exc:
+            await context.abort(grpc.StatusCode.NOT_FOUND, exc.message)
+        return tasks_pb2.GetResponse(process=task.message())
+
+    async def List(
+        self, request: tasks_pb2.ListTasksRequest, context: grpc.aio.ServicerContext
+    ) -> tasks_pb2.ListTasksResponse:
+        namespace = await _required_namespace(context)
+        tasks = self.runtime.list_tasks(namespace)
+        return tasks_pb2.ListTasksResponse(tasks=[t.message() for t in tasks])
+
+
+def describe_pod(kubelet: Kubelet, pod_uid: str) -> PodInfo | None:
+    """Labels, images and runtime handler of a pod the kubelet runs."""
+    worker = kubelet.workers.get(pod_uid)
+    if worker is None:
+        return None
+    labels = worker.pod.get("metadata", {}).get("labels") or {}
+    return PodInfo(
+        labels={str(k): str(v) for k, v in labels.items()},
+        images={c.name: c.image for c in worker.containers},
+        handler=worker.profile.name,
+    )
+
+
+class ContainerdSockets:
+    """One containerd-like gRPC server per node, on ``directory/<node>.sock``."""
+
+    def __init__(
+        self, directory: Path, kubelets: Mapping[str, Kubelet], events: RuntimeEventLog
+    ) -> None:
+        self.directory = directory.absolute()  # agents want absolute socket paths
+        self._events = events
+        self.runtimes = {
+            name: NodeRuntime(name, partial(describe_pod, kubelet))
+            for name, kubelet in kubelets.items()
+        }
+        self.sockets = {name: socket_path(self.directory, name) for name in kubelets}
+        self._servers: list[grpc.aio.Server] = []
+        self._bound: list[Path] = []
+
+    async def start(self) -> None:
+        """Listen on every node's socket; SimError if one cannot be served."""
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SimError(f"cannot create {self.directory}: {exc.strerror}") from exc
+        for name, path in self.sockets.items():
+            _clear_stale_socket(path)
+            runtime = self.runtimes[name]
+            server = grpc.aio.server()
+            events_service_pb2_grpc.add_EventsServicer_to_server(EventsService(runtime), server)
+            containers_pb2_grpc.add_ContainersServicer_to_server(ContainersService(runtime), server)
+            tasks_pb2_grpc.add_TasksServicer_to_server(TasksService(runtime), server)
+            try:
+                server.add_insecure_port(f"unix:{path}")
+            except RuntimeError as exc:
+                raise SimError(f"cannot listen on {path}: {exc}") from exc
+            self._servers.append(server)
+            self._bound.append(path)
+            await server.start()
+        log.info("containerd API for %d nodes in %s", len(self.sockets), self.directory)
+
+    async def feed(self) -> None:
+        """Hand every runtime event to its node's containerd state (runs until stop)."""
+        async for event in self._events.subscribe():
+            runtime = self.runtimes.get(event.node)
+            if runtime is not None:
+                runtime.apply(event)
+
+    async def stop(self) -> None:
+        for runtime in self.runtimes.values():
+            runtime.close()
+        servers, self._servers = self._servers, []
+        for server in servers:
+            await server.stop(STOP_GRACE)
+        bound, self._bound = self._bound, []
+        for path in bound:
+            path.unlink(missing_ok=True)
+
+
+def _clear_stale_socket(path: Path) -> None:
+    """Remove a socket left by a dead simulator; refuse to steal a live one."""
+    try:
+        mode = path.lstat().st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise SimError(f"cannot listen on {path}: it exists and is not a socket")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(str(path))
+    except OSError:
+        path.unlink(missing_ok=True)
+        return
+    finally:
+        probe.close()
+    raise SimError(f"cannot listen on {path}: another process serves it")
