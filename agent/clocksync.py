@@ -23,7 +23,7 @@ import itertools
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
-from rtbench.clock import OffsetEstimate, OffsetEstimator, SyncSample, wall_ns
+from rtbench.clock import OffsetEstimate, OffsetEstimator, SyncSample, offset_message, wall_ns
 from rtbench.v1 import events_pb2
 
 __all__ = ["ClockSync", "sync_periodically"]
@@ -110,14 +110,7 @@ class ClockSync:
     def current(self) -> events_pb2.ClockOffset | None:
         """The estimate as batches carry it; None before the first exchange."""
         estimate = self._estimator.estimate()
-        if estimate is None:
-            return None
-        return events_pb2.ClockOffset(
-            offset_ns=estimate.offset_ns,
-            uncertainty_ns=estimate.uncertainty_ns,
-            measured_at_ns=estimate.measured_at_ns,
-            samples=estimate.samples,
-        )
+        return None if estimate is None else offset_message(estimate)
 
 
 async def sync_periodically(

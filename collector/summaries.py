@@ -48,6 +48,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from collector.errors import UnknownRun
+from rtbench.percentiles import nearest_rank
 from rtbench.v1 import control_pb2, events_pb2
 
 __all__ = ["SOURCE_PREFERENCE", "compute_summary", "nearest_rank"]
@@ -77,14 +78,6 @@ class _Seen:
     time_ns: int
     uncertainty_ns: int
     node: str | None
-
-
-def nearest_rank(sorted_values: list[int], percent: int) -> int:
-    """The smallest value with at least ``percent`` % of the values at or below it."""
-    if not sorted_values:
-        return 0
-    k = -(-percent * len(sorted_values) // 100)  # ceil without floats
-    return sorted_values[max(k, 1) - 1]
 
 
 def compute_summary(

@@ -11,6 +11,9 @@ the client stamps t4 on receipt. Then
 The true offset lies within offset ± delay/2 whatever the path asymmetry, so the
 sample with the lowest delay is the most trustworthy; its half-delay is the
 uncertainty reported with every corrected time.
+
+``offset_message`` is the one place an estimate becomes the wire's
+``ClockOffset``, which the agent's batches and rtctl's create record carry.
 """
 
 from __future__ import annotations
@@ -19,7 +22,16 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
-__all__ = ["OffsetEstimate", "OffsetEstimator", "SyncSample", "mono_ns", "wall_ns"]
+from rtbench.v1 import events_pb2
+
+__all__ = [
+    "OffsetEstimate",
+    "OffsetEstimator",
+    "SyncSample",
+    "mono_ns",
+    "offset_message",
+    "wall_ns",
+]
 
 
 def wall_ns() -> int:
@@ -96,3 +108,13 @@ class OffsetEstimator:
             measured_at_ns=best.t4,
             samples=len(self._samples),
         )
+
+
+def offset_message(estimate: OffsetEstimate) -> events_pb2.ClockOffset:
+    """The estimate as the wire carries it (events.proto ``ClockOffset``)."""
+    return events_pb2.ClockOffset(
+        offset_ns=estimate.offset_ns,
+        uncertainty_ns=estimate.uncertainty_ns,
+        measured_at_ns=estimate.measured_at_ns,
+        samples=estimate.samples,
+    )

@@ -1,0 +1,179 @@
+"""How a client reaches the collector over gRPC: address rules, bearer token, TLS credentials.
+
+The agent (its uplink) and rtctl (the control API) are both clients of the
+collector and must agree on what securing that connection means, or a collector
+set up for one would refuse the other in ways nobody can explain:
+
+- the address is ``HOST:PORT`` (IPv6 in brackets); plaintext is only taken for
+  granted towards loopback, anything else needs TLS or an explicit opt-in
+  (``is_loopback`` decides without a DNS lookup, so settings checks stay free
+  of I/O);
+- TLS is on exactly when a CA file is given, a client certificate and key make
+  it mutual, and a server name overrides the name checked in the certificate;
+- the token travels as ``authorization: Bearer <token>`` metadata. A token file
+  is read again for every call or stream that asks for metadata: it is usually a
+  mounted Kubernetes Secret, which the kubelet updates in place, and fixing a
+  wrong token should not need a restart.
+
+``ChannelSecurity.from_files`` reads the certificate files once, so an unreadable
+file is reported once with its path; everything wrong is a ``CredentialsError``
+with one line saying which file and why. Each component maps it into its own
+error hierarchy (the agent's StartupError/AuthError, rtctl's CollectorError).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Self
+
+import grpc
+
+__all__ = [
+    "ChannelSecurity",
+    "CredentialsError",
+    "is_hostname",
+    "is_loopback",
+    "parse_target",
+    "read_token_file",
+]
+
+_HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$")
+
+
+class CredentialsError(Exception):
+    """A TLS file or token file is missing, unreadable or malformed (one line, with the path)."""
+
+
+def parse_target(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (IPv6 in brackets) as (host, port); raises ValueError saying what is wrong."""
+    host, sep, port = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f"{host!r} is not an IPv6 address") from None
+    elif not _HOSTNAME.match(host):
+        raise ValueError(f"must be HOST:PORT, got {text!r}")
+    if not sep or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"must be HOST:PORT with a port 1-65535, got {text!r}")
+    return host, int(port)
+
+
+def is_hostname(text: str) -> bool:
+    """Whether ``text`` could name a host in a certificate (letters, digits, dots, dashes)."""
+    return bool(_HOSTNAME.match(text))
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` certainly stays on this machine (no DNS lookup: no I/O here)."""
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def read_token_file(path: Path) -> str:
+    """The one token a token file holds; raises OSError, or ValueError when it is not one token."""
+    token = path.read_text().strip()
+    if not token or any(c.isspace() for c in token) or not token.isprintable():
+        raise ValueError("must hold one token: non-empty printable text without spaces")
+    return token
+
+
+def _read(path: Path, what: str) -> bytes:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise CredentialsError(f"cannot read {what} {path}: {exc.strerror or exc}") from exc
+    if not data.strip():
+        raise CredentialsError(f"{what} {path} is empty")
+    return data
+
+
+@dataclass(frozen=True)
+class ChannelSecurity:
+    """Where the collector is, and the credentials and metadata to reach it with."""
+
+    target: str
+    credentials: grpc.ChannelCredentials | None
+    """None: plaintext (the caller's settings allowed it: loopback or an explicit opt-in)."""
+    server_name: str | None = None
+    token: str | None = field(default=None, repr=False)
+    token_file: Path | None = None
+    options: tuple[tuple[str, Any], ...] = ()
+    """grpc channel options every channel opened from here gets (each client has its own)."""
+
+    @classmethod
+    def from_files(
+        cls,
+        target: str,
+        *,
+        token: str | None = None,
+        token_file: Path | None = None,
+        tls_ca: Path | None = None,
+        tls_cert: Path | None = None,
+        tls_key: Path | None = None,
+        tls_server_name: str | None = None,
+        options: Sequence[tuple[str, Any]] = (),
+    ) -> Self:
+        """Read the TLS files and check the token file (blocking I/O; raises CredentialsError)."""
+        credentials = None
+        if tls_ca is not None:
+            root = _read(tls_ca, "TLS CA file")
+            key = cert = None
+            if tls_cert is not None and tls_key is not None:
+                cert = _read(tls_cert, "TLS client certificate")
+                key = _read(tls_key, "TLS client key")
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=root, private_key=key, certificate_chain=cert
+            )
+        if token_file is not None:
+            try:
+                read_token_file(token_file)
+            except OSError as exc:
+                raise CredentialsError(
+                    f"cannot read token file {token_file}: {exc.strerror or exc}"
+                ) from exc
+            except ValueError as exc:
+                raise CredentialsError(f"token file {token_file} {exc}") from exc
+        return cls(
+            target=target,
+            credentials=credentials,
+            server_name=tls_server_name,
+            token=token,
+            token_file=token_file,
+            options=tuple(options),
+        )
+
+    @property
+    def scheme(self) -> str:
+        return "tls" if self.credentials is not None else "plaintext"
+
+    async def metadata(self) -> tuple[tuple[str, str], ...]:
+        """Call metadata; a token file is read now (raises CredentialsError)."""
+        token = self.token
+        if self.token_file is not None:
+            try:
+                token = await asyncio.to_thread(read_token_file, self.token_file)
+            except (OSError, ValueError) as exc:
+                raise CredentialsError(f"token file {self.token_file}: {exc}") from exc
+        if token is None:
+            return ()
+        return (("authorization", f"Bearer {token}"),)
+
+    def open_channel(self) -> grpc.aio.Channel:
+        """A new channel to the collector with this client's options and credentials."""
+        options = list(self.options)
+        if self.credentials is None:
+            return grpc.aio.insecure_channel(self.target, options=options)
+        if self.server_name is not None:
+            options.append(("grpc.ssl_target_name_override", self.server_name))
+        return grpc.aio.secure_channel(self.target, self.credentials, options=options)
