@@ -1,34 +1,30 @@
 """The measuring pipeline as users run it: rtbench-sim, two ``agent run``, ``collector serve``.
 
-Every part is its own process, talking real HTTP (Kubernetes API), real gRPC
-(agents to collector, the control API) and real InfluxDB line protocol. The
-test plays rtctl's part through the control API: register a run, sync clocks,
-record the create time, create the Deployment, follow progress, finish, and read
-the summary back; then counts the points that reached InfluxDB.
+Every part is its own process (started by rtctl's local stack, as ``rtctl demo``
+does), talking real HTTP (Kubernetes API), real gRPC (agents to collector, the
+control API) and real InfluxDB line protocol. The test plays rtctl's part
+through the control API: register a run, sync clocks, record the create time,
+create the Deployment, follow progress, finish, and read the summary back; then
+counts the points that reached InfluxDB.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import grpc
 import pytest
 from kubernetes_asyncio import client as k8s
+from kubernetes_asyncio import config as k8s_config
 
-from rtbench.clock import OffsetEstimator, SyncSample, wall_ns
+from rtbench.clock import OffsetEstimator, SyncSample, offset_message, wall_ns
 from rtbench.influxd import LocalInfluxd
 from rtbench.v1 import control_pb2, control_pb2_grpc, events_pb2
+from rtctl.localstack import LocalStack, StackSettings
 from tests.agent.conftest import as_body, workload_deployment
-from tests.collector.conftest import CollectorProcess, start_collector
-from tests.simcluster.conftest import SimProcess
 
-BIN = Path(sys.executable).parent
 REPLICAS = 10
 NODES = ("sim-node-1", "sim-node-2")
 RUN_ID = "pipeline-1"
@@ -41,44 +37,27 @@ RESPONDED = (
 
 
 @pytest.fixture
-def collector(tmp_path: Path, influxd: LocalInfluxd) -> Iterator[CollectorProcess]:
+def stack(tmp_path: Path, influxd: LocalInfluxd, workload_binary: Path) -> Iterator[LocalStack]:
+    """rtbench-sim, ``collector serve`` exporting to InfluxDB and one ``agent run`` per node,
+    as processes (rtctl's local stack); stopped after the test, exit codes checked."""
     influxd.create_database("pipeline")
-    args = ["--listen", "127.0.0.1:0", "--journal", str(tmp_path / "journal.sqlite")]
-    args += ["--influx-url", influxd.url, "--influx-db", "pipeline"]
-    proc = start_collector(args, {}, tmp_path / "collector.stderr")
-    try:
-        yield proc
-    finally:
-        if proc.process.poll() is None:
-            assert proc.terminate() == 0, proc.stderr()
-        if proc.process.stdout is not None:
-            proc.process.stdout.close()
+    settings = StackSettings(
+        root=tmp_path, workload=workload_binary, pleg_period=0.1,
+        influx_url=influxd.url, influx_db="pipeline",
+    )  # fmt: skip
+    with LocalStack(settings) as started:
+        assert started.nodes == NODES
+        yield started
 
 
 @pytest.fixture
-def agents(
-    sim_process: SimProcess, collector: CollectorProcess, tmp_path: Path
-) -> Iterator[list[subprocess.Popen[bytes]]]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RTBENCH_AGENT_")}
-    started = []
-    for node in NODES:
-        argv = [str(BIN / "agent"), "run", "--node", node, "--collector", collector.listen]
-        argv += ["--kubeconfig", str(sim_process.kubeconfig), "--state-dir", str(tmp_path / node)]
-        with open(tmp_path / f"{node}.err", "wb") as err:
-            started.append(subprocess.Popen(argv, stderr=err, stdout=err, env=env))
-    try:
-        yield started
-    finally:
-        for proc in started:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc, node in zip(started, NODES, strict=True):
-            try:
-                code = proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                code = proc.wait()
-            assert code == 0, (tmp_path / f"{node}.err").read_text()
+async def api(stack: LocalStack) -> AsyncIterator[k8s.ApiClient]:
+    configuration = k8s.Configuration()
+    await k8s_config.load_kube_config(
+        config_file=str(stack.kubeconfig), client_configuration=configuration
+    )
+    async with k8s.ApiClient(configuration) as client:
+        yield client
 
 
 async def rtctl_clock(control: control_pb2_grpc.ControlServiceStub) -> events_pb2.ClockOffset:
@@ -90,21 +69,13 @@ async def rtctl_clock(control: control_pb2_grpc.ControlServiceStub) -> events_pb
         estimator.add(SyncSample(t1=t1, t2=reply.t2_ns, t3=reply.t3_ns, t4=wall_ns()))
     estimate = estimator.estimate()
     assert estimate is not None
-    return events_pb2.ClockOffset(
-        offset_ns=estimate.offset_ns,
-        uncertainty_ns=estimate.uncertainty_ns,
-        measured_at_ns=estimate.measured_at_ns,
-        samples=estimate.samples,
-    )
+    return offset_message(estimate)
 
 
 async def test_a_run_flows_from_the_cluster_to_the_summary_and_influxdb(
-    collector: CollectorProcess,
-    agents: list[subprocess.Popen[bytes]],
-    sim_process_api: k8s.ApiClient,
-    influxd: LocalInfluxd,
+    stack: LocalStack, api: k8s.ApiClient, influxd: LocalInfluxd
 ) -> None:
-    async with grpc.aio.insecure_channel(collector.listen) as channel:
+    async with grpc.aio.insecure_channel(stack.collector_address) as channel:
         control = control_pb2_grpc.ControlServiceStub(channel)
         # Both agents connected before the run starts.
         async with asyncio.timeout(60):
@@ -121,9 +92,7 @@ async def test_a_run_flows_from_the_cluster_to_the_summary_and_influxdb(
         clock = await rtctl_clock(control)
         deployment = workload_deployment("pipeline", REPLICAS, run_id=RUN_ID)
         sent = wall_ns()
-        await k8s.AppsV1Api(sim_process_api).create_namespaced_deployment(
-            "default", as_body(deployment)
-        )
+        await k8s.AppsV1Api(api).create_namespaced_deployment("default", as_body(deployment))
         received = wall_ns()
         created = await control.RecordCreate(
             control_pb2.RecordCreateRequest(

@@ -1,0 +1,246 @@
+"""``rtctl demo``: the README's first command, the whole job on one machine in a few minutes.
+
+A newcomer should see what rtbench is for before reading how: this starts the
+local stack (``rtctl.localstack``: a simulated 2-node cluster, one agent per
+node, the collector; InfluxDB too when the machine has ``influxd``), runs a
+small embedded plan over several runtime profiles through the same runner as
+``rtctl run-plan``, writes the same report as ``rtctl report --out`` and says
+where it is. Nothing is special-cased for the demo: the plan is written next to
+the report (``DIR/plan.yaml``) and can be run as it is against a real cluster.
+
+Everything lands in ``DIR`` (default ``./rtbench-demo``): the report, the plan,
+and the stack's journal, logs and agent spools under ``DIR/stack``. The
+journal is kept, so an interrupted demo resumes where it stopped when run again
+with the same ``--out`` (delete DIR for a fresh start).
+
+Settings: defaults < environment (``RTBENCH_RTCTL_DEMO_<FLAG>``, e.g.
+``RTBENCH_RTCTL_DEMO_REPLICAS=5``) < flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+from rich.console import Console
+
+from rtbench.cli import EXIT_FAILED, EXIT_OK
+
+from .errors import UsageError
+from .localstack import LocalStack, StackSettings
+from .plan import parse_plan
+from .plancli import run_plan
+from .reportcli import write_report
+
+__all__ = ["DemoSettings", "add_parser", "demo_plan_yaml", "run"]
+
+ENV_PREFIX = "RTBENCH_RTCTL_DEMO_"
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    out: Path = Path("rtbench-demo")
+    """Relative to where the demo is run, so the report is easy to find afterwards."""
+    nodes: int = 2
+    """The issue's demo cluster: the smallest where pods spread over nodes."""
+    runtimes: tuple[str, ...] = ("runc", "crun", "runsc", "kata-qemu", "kata-fc")
+    """A container runtime, a faster one, gVisor and two Kata VMMs: the contrasts the
+    studies in DESIGN.md report, in profiles the simulator has."""
+    replicas: tuple[int, ...] = (20,)
+    """Enough pods for percentiles to mean something, few enough for 2 cores."""
+    repetitions: int = 3
+    """Three give a median and a spread per runtime (the box plot) and keep the whole demo
+    near a minute and a half on 2 cores."""
+    seed: int | None = None
+    """Seeds the simulator's delays and the run order; None: random delays, the plan's
+    own order."""
+    pleg_period_s: float = 0.1
+    """How soon the simulated kubelet publishes container states and pod IPs. Its real 1 s
+    relist would hold every pod's IP back until a relist tick, so the probe could only
+    start then and first_response would measure the ticks, not the runtimes (a bracket
+    of up to a second, its midpoint reported). The tests use 0.1 s too."""
+    influxdb: str = "auto"
+    """auto: export to a private InfluxDB when ``influxd`` is installed, else journal only;
+    yes: require it; no: journal only."""
+    settle_s: float = 2.0
+    """Pause between runs once every pod is gone; the simulator needs no cool-down, a
+    real node would (the plan default is 5 s)."""
+    timeout_s: float = 180.0
+    """Per run; the slowest profile's 20 pods start in seconds, so only a broken run
+    takes this long."""
+
+    def check(self) -> None:
+        """UsageError for values the demo cannot run with (no I/O)."""
+        if not 1 <= self.nodes <= 20:
+            raise UsageError(f"--nodes must be between 1 and 20, got {self.nodes}")
+        if not self.runtimes:
+            raise UsageError("--runtimes must name at least one runtime class")
+        if not self.replicas or min(self.replicas) < 1:
+            raise UsageError("--replicas must be positive counts, e.g. 20 or 10,30")
+        if self.repetitions < 1:
+            raise UsageError(f"--repetitions must be at least 1, got {self.repetitions}")
+        if self.influxdb not in ("auto", "yes", "no"):
+            raise UsageError(f"--influxdb must be auto, yes or no, got {self.influxdb!r}")
+        if self.settle_s < 0 or self.pleg_period_s < 0 or self.timeout_s <= 0:
+            raise UsageError("--settle and --pleg-period must be >= 0, --timeout > 0 seconds")
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def _counts(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in _names(text))
+    except ValueError:
+        raise ValueError(f"must be comma-separated counts, got {text!r}") from None
+
+
+# field: (parser, help); the flag is --field (--settle, --timeout for the *_s ones) and
+# the environment variable RTBENCH_RTCTL_DEMO_ + the flag in upper snake case.
+_OPTIONS: dict[str, tuple[Callable[[str], Any], str, str]] = {
+    "out": (Path, "DIR", "directory for the report, the plan and the stack's files"),
+    "nodes": (int, "N", "simulated nodes, one agent each"),
+    "runtimes": (_names, "LIST", "comma-separated runtime classes (simulator profiles)"),
+    "replicas": (_counts, "LIST", "comma-separated replica counts"),
+    "repetitions": (int, "N", "runs of each runtime x replica count"),
+    "seed": (int, "N", "seed of the simulator's delays and of the run order"),
+    "pleg_period_s": (float, "SECONDS", "simulated kubelet relist period (real: 1)"),
+    "influxdb": (str, "MODE", "auto, yes or no: export to a private InfluxDB"),
+    "settle_s": (float, "SECONDS", "wait between runs once the pods are gone"),
+    "timeout_s": (float, "SECONDS", "time a run may take until every pod answered"),
+}
+DESCRIPTION = (
+    "Start a simulated Kubernetes cluster, an agent per node and the collector on this "
+    "machine (plus a private InfluxDB when influxd is installed), run a small plan over "
+    "several runtime profiles, write the report (HTML, PNG figures, JSON) and stop again. "
+    "DIR/plan.yaml is the plan, runnable on a real cluster with `rtctl run-plan`; the "
+    "stack's journal and logs stay in DIR/stack, so running the demo again with the same "
+    "--out resumes an interrupted one (delete DIR for a fresh start). Every flag can also "
+    "be set as RTBENCH_RTCTL_DEMO_<FLAG>; flags win."
+)
+
+
+def _flag(name: str) -> str:
+    return "--" + name.removesuffix("_s").replace("_", "-")
+
+
+def _env(name: str) -> str:
+    return ENV_PREFIX + _flag(name)[2:].replace("-", "_").upper()
+
+
+def add_parser(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "demo",
+        help="run a small benchmark on a local simulated cluster and write a report",
+        description=DESCRIPTION,
+    )
+    defaults = {f.name: f.default for f in fields(DemoSettings)}
+    for name, (_, metavar, text) in _OPTIONS.items():
+        default = defaults[name]
+        shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+        text += " (random)" if default is None else f" (default {shown})"
+        parser.add_argument(_flag(name), dest=name, metavar=metavar, default=None, help=text)
+    parser.set_defaults(func=run)
+
+
+def demo_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> DemoSettings:
+    """Flags over RTBENCH_RTCTL_DEMO_* over the defaults; UsageError on bad values."""
+    values: dict[str, Any] = {}
+    for name, (parse, _, _) in _OPTIONS.items():
+        env = _env(name)
+        raw, where = getattr(args, name, None), _flag(name)
+        if raw is None and environ.get(env):
+            raw, where = environ[env], env
+        if raw is None:
+            continue
+        try:
+            values[name] = parse(raw)
+        except ValueError as exc:
+            raise UsageError(f"{where}: {exc}") from None
+    settings = DemoSettings(**values)
+    settings.check()
+    return settings
+
+
+def demo_plan_yaml(settings: DemoSettings) -> str:
+    """The embedded plan, as a commented plan file (rtctl run-plan runs it unchanged)."""
+    plan = {
+        "plan": "demo",
+        "test_id": "demo",
+        "replicas": list(settings.replicas),
+        "repetitions": settings.repetitions,
+        "timeout": f"{settings.timeout_s:g}s",
+        "settle": f"{settings.settle_s:g}s",
+        "baseline": settings.runtimes[0],
+        "runtimes": dict.fromkeys(settings.runtimes),
+    }
+    if settings.seed is not None:
+        plan["seed"] = settings.seed
+    head = (
+        "# The plan `rtctl demo` ran (see README: rtctl run-plan for every key).\n"
+        "# Run it on any cluster with agents and a collector: rtctl run-plan plan.yaml\n"
+    )
+    return head + yaml.safe_dump(plan, sort_keys=False).replace(": null\n", ":\n")
+
+
+def _influxdb(settings: DemoSettings) -> bool:
+    found = shutil.which("influxd") is not None
+    if settings.influxdb == "yes" and not found:
+        raise UsageError("--influxdb yes: influxd is not installed (apt-get install influxdb)")
+    return found and settings.influxdb != "no"
+
+
+async def run(args: argparse.Namespace) -> int:
+    settings = demo_settings(args, os.environ)
+    console = Console()
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        # Logs and pipes get rich's 80 columns, too narrow for the comparison's dozen columns.
+        console = Console(width=160)
+
+    def say(text: str) -> None:
+        console.print(f"rtctl demo: {text}", highlight=False, soft_wrap=True)
+
+    out = settings.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    plan_path = out / "plan.yaml"
+    plan_path.write_text(demo_plan_yaml(settings), encoding="utf-8")
+    plan = parse_plan(plan_path.read_text(encoding="utf-8"), str(plan_path))
+    influx = _influxdb(settings)
+    root = out / "stack"
+    say(f"writing to {out} (the stack's journal and logs in {root})")
+    say(
+        "InfluxDB: influxd is installed, the collector exports to a private one"
+        f" (database rtbench, data in {root / 'influxd'})"
+        if influx
+        else f"InfluxDB: {'not installed' if settings.influxdb == 'auto' else 'off'},"
+        f" journal only ({root / 'journal.sqlite'})"
+    )
+    stack_settings = StackSettings(
+        root=root,
+        nodes=settings.nodes,
+        seed=settings.seed,
+        pleg_period=settings.pleg_period_s,
+        start_influxd=influx,
+        # Memory per pod compares the node's last sample before the create with its first
+        # after all pods are ready. Between runs an agent samples every 5 s, so with a short
+        # settle "before" can predate the previous run's teardown; during a run every 0.2 s,
+        # so "after" can follow this run's delete, which comes as soon as all responded.
+        agent_args=("--idle-sample-interval", "0.5", "--sample-interval", "0.05"),
+    )
+    say(f"starting the local stack: simulated cluster ({settings.nodes} nodes), collector, agents")
+    async with LocalStack(stack_settings, progress=say) as stack:
+        outcome, report = await run_plan(plan, stack.connection(), console)
+        say("writing the report (HTML, PNG figures, JSON)")
+        paths = await asyncio.to_thread(write_report, report, out)
+        say("stopping the local stack")
+    say(f"report: {paths[0]}")
+    say(f"also: {', '.join(p.name for p in paths[1:])} in {out}; the plan: {plan_path}")
+    return EXIT_OK if outcome.succeeded else EXIT_FAILED

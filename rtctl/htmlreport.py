@@ -1,0 +1,254 @@
+"""The report as one self-contained HTML file: tables, figures, environment and method.
+
+A report travels: attached to a mail, dropped next to a paper's artifacts,
+opened years later without network. So the page has no external resources at
+all (no scripts, fonts or stylesheets from elsewhere; the PNG figures are
+embedded as ``data:`` URIs) and states what a reader needs to trust the numbers:
+the environment of every run (flagged when runs differ), how each number is
+computed, and how uncertain it is.
+
+Everything is escaped: run ids, labels and environment values come from users.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+from collections.abc import Iterable, Sequence
+
+from .plots import Plot, timeline_name
+from .report import GroupReport, PhaseRow, Report, RunReport
+from .reporttables import format_ms, format_ratio
+from .stats import Spread
+
+__all__ = ["render_html"]
+
+MIB = 1 << 20
+
+_STYLE = """
+body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1250px;
+       color: #222; padding: 0 1em; }
+h1 { font-size: 1.6em; } h2 { margin-top: 2em; border-bottom: 1px solid #ddd; }
+table { border-collapse: collapse; margin: .6em 0 1.2em; }
+th, td { padding: .25em .7em; border-bottom: 1px solid #e4e4e4; text-align: right; }
+th { background: #f4f4f4; } td:first-child, th:first-child { text-align: left; }
+caption { caption-side: bottom; text-align: left; color: #666; font-size: .9em; }
+.warn { background: #fff4d6; border-left: 4px solid #e0a800; padding: .5em 1em; }
+.flag { color: #a35b00; font-weight: bold; }
+img { max-width: 100%; border: 1px solid #eee; }
+details { margin: .8em 0; } summary { cursor: pointer; font-weight: bold; }
+code { background: #f4f4f4; padding: 0 .2em; }
+"""
+
+
+def _e(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _table(
+    head: Sequence[str], rows: Iterable[Sequence[str]], caption: str = "", raw: bool = False
+) -> str:
+    """A table; cells are escaped unless ``raw`` (for cells this module built itself)."""
+    cells = (lambda v: v) if raw else _e
+    out = ["<table>"]
+    if caption:
+        out.append(f"<caption>{_e(caption)}</caption>")
+    out.append("<tr>" + "".join(f"<th>{_e(h)}</th>" for h in head) + "</tr>")
+    for row in rows:
+        out.append("<tr>" + "".join(f"<td>{cells(c)}</td>" for c in row) + "</tr>")
+    out.append("</table>")
+    return "\n".join(out)
+
+
+def _figure(plot: Plot) -> str:
+    data = base64.b64encode(plot.png).decode("ascii")
+    return f'<figure><img alt="{_e(plot.title)}" src="data:image/png;base64,{data}"></figure>'
+
+
+def _phase_rows(rows: Sequence[PhaseRow]) -> list[list[str]]:
+    return [
+        [
+            row.phase,
+            str(row.latency.count),
+            format_ms(row.latency.p50_ns),
+            format_ms(row.latency.p90_ns),
+            format_ms(row.latency.p99_ns),
+            format_ms(row.latency.max_ns),
+            format_ms(row.p50_uncertainty_ns),
+            format_ms(row.max_uncertainty_ns),
+        ]
+        for row in rows
+    ]
+
+
+_PHASE_HEAD = ("phase", "pods", "p50", "p90", "p99", "max", "± p50", "± max")
+
+
+def _ratio_cell(report: Report, group: GroupReport, phase: str) -> str:
+    if group.key.runtime == report.baseline:
+        return "baseline"
+    comparison = report.comparison(group.key, phase)
+    if comparison is None:
+        return "-"
+    cell = _e(format_ratio(comparison.interval))
+    if comparison.across_environments:
+        cell += ' <span class="flag" title="runs from different environments">≠env</span>'
+    return cell
+
+
+def _comparison(report: Report) -> str:
+    rows = []
+    for group in report.groups:
+        row = group.phase("first_response")
+        d = row.latency if row else None
+        rows.append(
+            [
+                _e(group.key.runtime),
+                str(group.key.replicas),
+                str(len(group.run_ids)),
+                str(group.pods),
+                str(group.failed_pods),
+                format_ms(d.p50_ns) if d else "-",
+                format_ms(d.p90_ns) if d else "-",
+                format_ms(d.max_ns) if d else "-",
+                _ratio_cell(report, group, "first_response"),
+                _spread(group.first_response_p50),
+                _spread(group.all_responded),
+                f"{group.memory_per_pod_bytes / MIB:.1f}" if group.memory_per_pod_bytes else "-",
+            ]
+        )
+    head = ["runtime", "replicas", "runs", "pods", "failed", "p50", "p90", "max"]
+    head += [f"ratio to {report.baseline} [{report.confidence:.0%} CI]", "per-run p50"]
+    head += ["all responded", "MiB/pod"]
+    caption = (
+        "first_response, ms from the Deployment's create; per-run p50 and all responded:"
+        " median (min-max) over the repetitions"
+    )
+    return _table(head, rows, caption, raw=True)
+
+
+def _spread(spread: Spread) -> str:
+    if spread.count == 0:
+        return "-"
+    if spread.count == 1:
+        return format_ms(spread.median)
+    return f"{format_ms(spread.median)} ({format_ms(spread.low)}-{format_ms(spread.high)})"
+
+
+def _group_section(report: Report, group: GroupReport) -> str:
+    head = [*_PHASE_HEAD, f"p{report.percent} ratio to {report.baseline}"]
+    rows = [
+        [*map(_e, cells), _ratio_cell(report, group, row.phase)]
+        for cells, row in zip(_phase_rows(group.phases), group.phases, strict=True)
+    ]
+    failures = ", ".join(f"{reason} {count}" for reason, count in group.failures) or "none"
+    memory = f"{group.memory_per_pod_bytes / MIB:.1f} MiB" if group.memory_per_pod_bytes else "-"
+    return (
+        f"<h3>{_e(group.key.label)}</h3>"
+        f"<p>runs: {_e(', '.join(group.run_ids))}; {group.pods} pods; failed pods"
+        f" {group.failed_pods} ({_e(failures)}); memory per pod {memory}</p>"
+        + _table(head, rows, "ms from the Deployment's create, over all pods of the runs", raw=True)
+    )
+
+
+def _run_section(run: RunReport, plots: dict[str, Plot]) -> str:
+    failures = ", ".join(f"{reason} {count}" for reason, count in run.failures) or "none"
+    clocks = [
+        [agent, node, format_ms(offset), format_ms(unc) if unc >= 0 else "unknown"]
+        for agent, node, offset, unc in run.clocks
+    ]
+    clocks.append(["rtctl", "", format_ms(run.rtctl_clock[0]), format_ms(run.rtctl_clock[1])])
+    facts = [
+        ["state", run.state + (f" ({run.message})" if run.message else "")],
+        ["test id / plan id", f"{run.test_id} / {run.plan_id or '-'}"],
+        ["repetition", str(run.repetition)],
+        ["image, memory limit", f"{run.image or '-'}, {run.memory_limit or '-'}"],
+        ["all responded", format_ms(run.all_responded_ns) + " ms" if run.all_responded_ns else "-"],
+        ["failed pods", f"{run.failed_pods} ({failures})"],
+        ["memory per pod", f"{run.memory_per_pod_bytes / MIB:.1f} MiB"],
+    ]
+    parts = [
+        f'<details id="run-{_e(run.run_id)}"><summary>run {_e(run.run_id)}'
+        f" ({_e(run.key.label)}, {_e(run.state)})</summary>",
+        _table(["", ""], facts),
+        _table(_PHASE_HEAD, _phase_rows(run.phases), "the collector's summary of this run, ms"),
+        _table(["agent", "node", "offset ms", "± ms"], clocks, "clock offsets to the collector"),
+    ]
+    timeline = plots.get(timeline_name(run.run_id))
+    if timeline is not None:
+        parts.append(_figure(timeline))
+    parts.append("</details>")
+    return "\n".join(parts)
+
+
+def _environment(report: Report) -> str:
+    keys = sorted({k for env in report.environments for k in env.values})
+    head = [
+        "key",
+        *(
+            f"environment {i + 1} ({len(e.run_ids)} runs)"
+            for i, e in enumerate(report.environments)
+        ),
+    ]
+    rows = []
+    for key in keys:
+        flag = ' <span class="flag">differs</span>' if key in report.differing_keys else ""
+        values = [_e(env.values.get(key, "(not recorded)")) for env in report.environments]
+        rows.append([_e(key) + flag, *values])
+    if not rows:
+        return "<p>The runs recorded no environment.</p>"
+    return _table(head, rows, raw=True)
+
+
+def _method(report: Report) -> str:
+    return f"""
+<ul>
+<li><b>Latency</b> of a phase = the pod's time of that phase minus the run's created time
+(rtctl's request time for the Deployment), both in the collector's timebase (agents' and
+rtctl's clocks corrected by their measured offsets, see each run's clock table).</li>
+<li><b>Sources</b>: when several sources saw a phase, the most precise wins (containerd
+&gt; simulator kubelet &gt; node-local HTTP probe &gt; Kubernetes watch &gt; rtctl).
+first_response is the node-local probe's first success.</li>
+<li><b>Uncertainty</b> (± columns) = the event's own bracket (for a probe, the time since the
+last failed attempt) plus its agent's clock-offset uncertainty.</li>
+<li><b>Percentiles</b> are nearest-rank: pN is the smallest latency with at least N % of the
+pods at or below it; every value shown is one pod's real latency. Per-runtime tables pool
+all pods of all runs of that runtime, variant and replica count.</li>
+<li><b>Ratios</b> = p{report.percent} of the runtime / p{report.percent} of {_e(report.baseline)}
+with the same replica count. The interval is a {report.confidence:.0%} percentile bootstrap:
+the pods of each group are resampled with replacement, {report.resamples} times (seed
+{report.seed}). It covers pod-to-pod variation; run-to-run variation shows in the
+repetitions plot and the per-run p50 column. ≠env marks ratios between runs taken in
+different environments.</li>
+<li><b>Memory per pod</b> = (node MemAvailable before the create minus after all of the node's
+pods were ready) / pods on the node, averaged over nodes (per runtime: over its runs).</li>
+</ul>"""
+
+
+def render_html(report: Report, plots: Sequence[Plot], *, title: str = "rtbench report") -> str:
+    """The whole report as one HTML document with the plots embedded."""
+    by_name = {p.name: p for p in plots}
+    test_ids = sorted({r.test_id for r in report.runs if r.test_id})
+    plan_ids = sorted({r.plan_id for r in report.runs if r.plan_id})
+    body = [
+        f"<h1>{_e(title)}</h1>",
+        f"<p>{len(report.runs)} runs, {len(report.groups)} runtime groups;"
+        f" test ids: {_e(', '.join(test_ids) or '-')}; plans: {_e(', '.join(plan_ids) or '-')};"
+        f" baseline: {_e(report.baseline)}.</p>",
+    ]
+    if report.notes:
+        body.append('<div class="warn">' + "<br>".join(_e(n) for n in report.notes) + "</div>")
+    body += ["<h2>Environment</h2>", _environment(report)]
+    body += ["<h2>Comparison</h2>", _comparison(report)]
+    body += [_figure(p) for name, p in by_name.items() if not name.startswith("timeline-")]
+    body.append("<h2>Per runtime</h2>")
+    body += [_group_section(report, group) for group in report.groups]
+    body.append("<h2>Runs</h2>")
+    body += [_run_section(run, by_name) for run in report.runs]
+    body += ["<h2>How the numbers are computed</h2>", _method(report)]
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{_e(title)}</title><style>{_STYLE}</style></head>\n<body>\n"
+        + "\n".join(body)
+        + "\n</body></html>\n"
+    )

@@ -1,0 +1,324 @@
+"""rtctl's Kubernetes client: kubernetes-asyncio from a kubeconfig and context.
+
+``Cluster`` owns one ``ApiClient`` for the duration of a command and turns the
+API's failures into ``ClusterError`` with one line (which request, which
+status, the API's own message). Responses are read as plain JSON dicts
+(``_preload_content=False``): rtctl needs a handful of fields, and dicts keep
+them exactly as the API sent them.
+
+The workload helpers live here so that start-run and run-plan drive the cluster
+the same way: create and delete the Deployment with the wall-clock times around
+each request (the API latency shown to the user, the created time sent to the
+collector), and ``wait_pods_gone``: list the run's pods, then watch from the
+list's resourceVersion until none is left. No fixed sleep: the next run starts
+the moment the last pod is deleted from the API, and a watch that ends or
+expires (410) is answered by listing again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+from kubernetes_asyncio import client as k8s
+from kubernetes_asyncio import config as k8s_config
+
+from rtbench.clock import wall_ns
+
+from .errors import ClusterError
+from .settings import ConnectionSettings
+
+__all__ = ["Cluster", "Timed"]
+
+Obj = dict[str, Any]
+
+WATCH_TIMEOUT_S = 30
+"""Server-side timeout of one watch request; a quiet watch is renewed this often."""
+REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=60, sock_connect=10)
+"""Any single non-watch request: far above a healthy API server's answer time."""
+
+
+@dataclass(frozen=True)
+class Timed:
+    """A request's wall-clock send and answer times (rtctl's clock, ns)."""
+
+    sent_ns: int
+    received_ns: int
+
+    @property
+    def latency_ns(self) -> int:
+        return self.received_ns - self.sent_ns
+
+
+def _kubeconfig_path(settings: ConnectionSettings) -> Path:
+    if settings.kubeconfig is not None:
+        return settings.kubeconfig
+    first = os.environ.get("KUBECONFIG", "").split(os.pathsep)[0]
+    return Path(first) if first else Path.home() / ".kube" / "config"
+
+
+def _message(body: bytes) -> str:
+    try:
+        status = json.loads(body)
+    except ValueError:
+        return body.decode(errors="replace").strip()[:200]
+    if isinstance(status, dict) and status.get("message"):
+        return str(status["message"])
+    return str(status)[:200]
+
+
+class Cluster:
+    """A connection to the Kubernetes API (an async context manager)."""
+
+    def __init__(self, settings: ConnectionSettings) -> None:
+        self.settings = settings
+        self.kubeconfig = _kubeconfig_path(settings)
+        self.host = ""
+        self._api: k8s.ApiClient | None = None
+
+    @classmethod
+    def connect(cls, settings: ConnectionSettings) -> Cluster:
+        """``async with Cluster.connect(settings) as cluster``: loads the kubeconfig on enter."""
+        return cls(settings)
+
+    async def __aenter__(self) -> Cluster:
+        configuration = k8s.Configuration()
+        try:
+            await k8s_config.load_kube_config(
+                config_file=str(self.kubeconfig),
+                context=self.settings.context,
+                client_configuration=configuration,
+                persist_config=False,
+            )
+        except (OSError, ValueError, k8s_config.ConfigException) as exc:
+            raise ClusterError(f"kubeconfig {self.kubeconfig}: {exc}") from exc
+        self.host = str(configuration.host)
+        self._api = k8s.ApiClient(configuration)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._api is not None:
+            api, self._api = self._api, None
+            await api.close()
+
+    @property
+    def api(self) -> Any:
+        """The kubernetes-asyncio ApiClient (untyped library: Any)."""
+        if self._api is None:
+            raise ClusterError("the cluster connection is not open (use `async with`)")
+        return self._api
+
+    @property
+    def core(self) -> Any:
+        return k8s.CoreV1Api(self.api)
+
+    @property
+    def apps(self) -> Any:
+        return k8s.AppsV1Api(self.api)
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    async def _call(
+        self, what: str, method: Callable[..., Any], *args: Any, ok: tuple[int, ...] = (), **kw: Any
+    ) -> tuple[int, Any]:
+        """(status, decoded JSON body) of one request; statuses in ``ok`` besides 2xx are
+        returned, every other one raises ClusterError naming ``what``."""
+        try:
+            response = await method(
+                *args, _preload_content=False, _request_timeout=REQUEST_TIMEOUT, **kw
+            )
+            try:
+                raw = await response.read()
+            finally:
+                response.release()
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise ClusterError(
+                f"Kubernetes API at {self.host} did not answer {what}: {exc!r}"
+            ) from exc
+        if not 200 <= response.status <= 299 and response.status not in ok:
+            raise ClusterError(f"Kubernetes API refused {what}: {response.status} {_message(raw)}")
+        try:
+            return response.status, json.loads(raw) if raw else {}
+        except ValueError as exc:
+            raise ClusterError(f"Kubernetes API answered {what} with no JSON") from exc
+
+    # -- reads ----------------------------------------------------------------------------
+
+    async def version(self) -> Obj:
+        """``GET /version``: gitVersion, platform, ...
+
+        Asked for directly rather than through ``VersionApi.get_code``, which requests
+        ``/version/`` with a trailing slash that not every server (the simulator) serves.
+        """
+
+        def get(**kw: Any) -> Any:
+            return self.api.call_api(
+                "/version",
+                "GET",
+                header_params={"Accept": "application/json"},
+                auth_settings=["BearerToken"],
+                **kw,
+            )
+
+        _, body = await self._call("GET /version", get)
+        return dict(body)
+
+    async def nodes(self) -> list[Obj]:
+        _, body = await self._call("list nodes", self.core.list_node)
+        return list(body.get("items") or [])
+
+    async def runtime_classes(self) -> list[Obj]:
+        node_api = k8s.NodeV1Api(self.api)
+        _, body = await self._call("list runtimeclasses", node_api.list_runtime_class)
+        return list(body.get("items") or [])
+
+    async def all_pods(self) -> list[Obj]:
+        _, body = await self._call("list pods", self.core.list_pod_for_all_namespaces)
+        return list(body.get("items") or [])
+
+    async def pods(self, namespace: str, label_selector: str) -> list[Obj]:
+        _, body = await self._call(
+            f"list pods -l {label_selector} in {namespace}",
+            self.core.list_namespaced_pod,
+            namespace,
+            label_selector=label_selector,
+        )
+        return list(body.get("items") or [])
+
+    async def namespace_exists(self, namespace: str) -> bool:
+        status, _ = await self._call(
+            f"get namespace {namespace}", self.core.read_namespace, namespace, ok=(404,)
+        )
+        return status != 404
+
+    async def deployment(self, namespace: str, name: str) -> Obj | None:
+        """The Deployment, or None when there is none by that name."""
+        status, body = await self._call(
+            f"get deployment {namespace}/{name}",
+            self.apps.read_namespaced_deployment,
+            name,
+            namespace,
+            ok=(404,),
+        )
+        return None if status == 404 else dict(body)
+
+    # -- the workload ---------------------------------------------------------------------
+
+    async def create_deployment(self, deployment: Mapping[str, Any]) -> Timed:
+        """Create the Deployment; wall times just before the request and after the answer."""
+        md = deployment["metadata"]
+        what = f"create deployment {md['namespace']}/{md['name']}"
+        sent = wall_ns()
+        await self._call(
+            what, self.apps.create_namespaced_deployment, md["namespace"], dict(deployment)
+        )
+        return Timed(sent, wall_ns())
+
+    async def delete_deployment(self, namespace: str, name: str) -> Timed | None:
+        """Delete the Deployment (its pods go in the background); None when it was gone."""
+        sent = wall_ns()
+        status, _ = await self._call(
+            f"delete deployment {namespace}/{name}",
+            self.apps.delete_namespaced_deployment,
+            name,
+            namespace,
+            propagation_policy="Background",
+            ok=(404,),
+        )
+        received = wall_ns()
+        return None if status == 404 else Timed(sent, received)
+
+    async def wait_pods_gone(
+        self, namespace: str, label_selector: str, on_remaining: Callable[[int], None]
+    ) -> None:
+        """Return once no pod matches ``label_selector``: list, then watch from the list's
+        resourceVersion, listing again when a watch ends or expires."""
+        for attempt in itertools.count():
+            if attempt:
+                # Only after a watch that broke: a short, growing pause before listing again.
+                await asyncio.sleep(min(0.05 * 2 ** min(attempt, 6), 2.0))
+            _, body = await self._call(
+                f"list pods -l {label_selector} in {namespace}",
+                self.core.list_namespaced_pod,
+                namespace,
+                label_selector=label_selector,
+            )
+            left = {str(p["metadata"]["uid"]) for p in body.get("items") or []}
+            on_remaining(len(left))
+            if not left:
+                return
+            version = str((body.get("metadata") or {}).get("resourceVersion") or "")
+            if await self._watch_until_empty(
+                namespace, label_selector, version, left, on_remaining
+            ):
+                return
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _watch_until_empty(
+        self,
+        namespace: str,
+        label_selector: str,
+        version: str,
+        left: set[str],
+        on_remaining: Callable[[int], None],
+    ) -> bool:
+        """Follow one watch; True when ``left`` became empty, False to list again."""
+        try:
+            response = await self.core.list_namespaced_pod(
+                namespace,
+                label_selector=label_selector,
+                watch=True,
+                resource_version=version,
+                allow_watch_bookmarks=True,
+                timeout_seconds=WATCH_TIMEOUT_S,
+                _preload_content=False,
+                _request_timeout=aiohttp.ClientTimeout(
+                    total=None, sock_connect=10, sock_read=WATCH_TIMEOUT_S + 30
+                ),
+            )
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise ClusterError(f"Kubernetes API at {self.host}: pod watch failed: {exc!r}") from exc
+        try:
+            if response.status == 410:
+                return False
+            if response.status != 200:
+                raise ClusterError(
+                    f"Kubernetes API refused the pod watch: {response.status} "
+                    f"{_message(await response.read())}"
+                )
+            while line := await response.content.readline():
+                event = json.loads(line)
+                kind, obj = event.get("type"), event.get("object") or {}
+                if kind == "ERROR":
+                    return False  # 410 Gone inside the stream, mostly: list again
+                uid = str((obj.get("metadata") or {}).get("uid") or "")
+                if kind == "DELETED":
+                    left.discard(uid)
+                elif kind in ("ADDED", "MODIFIED"):
+                    left.add(uid)
+                else:
+                    continue
+                on_remaining(len(left))
+                if not left:
+                    return True
+        except (aiohttp.ClientError, OSError, TimeoutError, ValueError):
+            return False  # a broken or garbled watch: the list tells the truth again
+        finally:
+            response.close()
+        return False

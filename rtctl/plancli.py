@@ -1,0 +1,246 @@
+"""``rtctl run-plan PLAN.yaml``: the command line of a whole experiment.
+
+It validates the plan (every problem with its line, exit 2), prints the seed
+and what a rerun skips, runs what is left one run after another with the run's
+own live display under a "run i of n, ETA" line, and ends with the comparison
+of every runtime against the plan's baseline (rtctl.reporttables, the same
+table ``rtctl report`` prints). ``--dry-run`` prints the ordered matrix without
+contacting anything.
+
+Exit codes: 0 every run of the plan succeeded, 1 some run failed or timed out
+(skipped ones included: a resumed plan reports on all of its runs) or an
+operational error, 2 an invalid plan or a refused preflight, 130 interrupted
+(the current run is aborted and cleaned up; the same command resumes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from rtbench.cli import EXIT_FAILED, EXIT_OK
+from rtbench.v1 import control_pb2, events_pb2
+
+from .control import Collector
+from .display import RunDisplay, display_for
+from .kube import Cluster
+from .plan import Plan, load_plan
+from .planrun import PlannedRun, PlanOutcome, Resumption, execute_plan, final_summaries, ordered
+from .planrun import run_id as planned_run_id
+from .report import Report, build_report, state_name
+from .reporttables import comparison_table, format_ms
+from .settings import ConnectionSettings, add_connection_options, connection_settings
+from .startrun import RunOutcome
+
+__all__ = ["TextPlanDisplay", "add_parser", "order_table", "run", "run_plan"]
+
+HELP = "run a plan: runtimes x variants x replicas x repetitions, resumable"
+
+
+def add_parser(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "run-plan",
+        help=HELP,
+        description=(
+            "Run every runtime class x variant x replica count x repetition of PLAN, one run "
+            "after another in a seeded random order, then compare the runtimes against the "
+            "plan's baseline. Rerunning the same plan skips the runs the collector already "
+            "has: an interrupted plan resumes. See examples/plan.yaml for the format."
+        ),
+    )
+    parser.add_argument("plan", type=Path, metavar="PLAN.yaml", help="the plan file")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="print the ordered runs and exit; contacts nothing"
+    )
+    parser.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="run again the keys whose run failed or timed out (default: they count as done)",
+    )
+    parser.add_argument(
+        "--seed", type=int, metavar="N", help="order the runs with this seed instead of the plan's"
+    )
+    add_connection_options(parser)
+    parser.set_defaults(func=run)
+
+
+def _console() -> Console:
+    console = Console()
+    # Logs and pipes get wide lines rather than a comparison table folded into 80 columns.
+    return console if console.is_terminal else Console(width=160)
+
+
+async def run(args: argparse.Namespace) -> int:
+    plan = load_plan(args.plan)
+    seed = plan.seed if args.seed is None else args.seed
+    console = _console()
+    if args.dry_run:
+        _say(console, _seed_line(plan, seed, args.seed is not None))
+        console.print(order_table(plan, ordered(plan, seed)))
+        return EXIT_OK
+    settings = connection_settings(args, os.environ)
+    outcome, _ = await run_plan(
+        plan, settings, console, seed=args.seed, retry_failed=args.retry_failed
+    )
+    failed = outcome.failed
+    if failed:
+        listed = ", ".join(f"{run.key} ({state_name(state)})" for run, _, state in failed[:5])
+        more = f" and {len(failed) - 5} more" if len(failed) > 5 else ""
+        print(
+            f"rtctl: plan {plan.plan_id}: not every run succeeded: {listed}{more}", file=sys.stderr
+        )
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+async def run_plan(
+    plan: Plan,
+    settings: ConnectionSettings,
+    console: Console,
+    *,
+    seed: int | None = None,
+    retry_failed: bool = False,
+) -> tuple[PlanOutcome, Report]:
+    """What ``run-plan`` does after parsing: the runs with their display, then the comparison
+    on ``console``; the report is returned for callers that write it out (``rtctl demo``)."""
+    display = TextPlanDisplay(console, explicit_seed=seed is not None)
+    async with Collector.connect(settings) as collector, Cluster.connect(settings) as cluster:
+        outcome = await execute_plan(
+            plan, collector, cluster, display, seed=seed, retry_failed=retry_failed
+        )
+        summaries = await final_summaries(collector, outcome)
+    # Bootstrap resampling takes a moment on large plans: off the event loop.
+    report = await asyncio.to_thread(
+        build_report, summaries, baseline=plan.baseline, seed=outcome.seed
+    )
+    console.print()
+    console.print(comparison_table(report))
+    for note in report.notes:
+        _say(console, f"note: {note}")
+    _say(console, f"per run and per runtime: rtctl report --plan-id {plan.plan_id}")
+    _say(console, _verdict(outcome))
+    return outcome, report
+
+
+def _say(console: Console, text: str) -> None:
+    """A plain line: long paths stay on one line, numbers are not coloured."""
+    console.print(text, highlight=False, soft_wrap=True)
+
+
+def _seed_line(plan: Plan, seed: int, explicit: bool) -> str:
+    where = "--seed" if explicit else "the plan" if plan.seed_from_file else "the plan id"
+    return (
+        f"plan {plan.plan_id} ({plan.source}): {plan.size} runs = {len(plan.variants)} runtime"
+        f" variants x {len(plan.replicas)} replica counts x {plan.repetitions} repetitions;"
+        f" order seed {seed} (from {where})"
+    )
+
+
+def _verdict(outcome: PlanOutcome) -> str:
+    states: dict[str, int] = {}
+    for _, _, state in outcome.results:
+        states[state_name(state)] = states.get(state_name(state), 0) + 1
+    counted = ", ".join(f"{count} {name}" for name, count in sorted(states.items()))
+    now = len(outcome.results) - outcome.skipped
+    return (
+        f"plan {outcome.plan.plan_id}: {len(outcome.results)} runs: {counted};"
+        f" {now} run now, {outcome.skipped} from earlier invocations"
+    )
+
+
+def order_table(plan: Plan, order: Sequence[PlannedRun]) -> Table:
+    table = Table(title=f"plan {plan.plan_id}: the runs in order", title_justify="left")
+    for column in ("#", "run id", "runtime class", "variant", "replicas", "rep", "memory"):
+        table.add_column(column, justify="right" if column in ("#", "replicas", "rep") else "left")
+    table.add_column("image")
+    for index, planned in enumerate(order, 1):
+        key = planned.key
+        table.add_row(
+            str(index),
+            planned_run_id(plan.plan_id, key),
+            key.runtime_class,
+            key.variant,
+            str(key.replicas),
+            str(key.repetition),
+            planned.variant.memory,
+            planned.variant.image,
+        )
+    return table
+
+
+def _duration(seconds: float) -> str:
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m{seconds:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+class TextPlanDisplay:
+    """The plan's lines on the console; each run gets CORE's live display (rich or plain)."""
+
+    def __init__(self, console: Console, explicit_seed: bool = False) -> None:
+        self._console = console
+        self._explicit_seed = explicit_seed
+
+    def _say(self, text: str) -> None:
+        _say(self._console, text)
+
+    def planned(
+        self, plan: Plan, seed: int, order: Sequence[PlannedRun], state: Resumption
+    ) -> None:
+        self._say(_seed_line(plan, seed, self._explicit_seed))
+        if state.done:
+            kinds: dict[str, int] = {}
+            for info in state.done.values():
+                kinds[state_name(info.state)] = kinds.get(state_name(info.state), 0) + 1
+            counted = ", ".join(f"{n} {name}" for name, n in sorted(kinds.items()))
+            self._say(
+                f"resuming: {len(state.done)} of {len(order)} runs are already in the collector"
+                f" ({counted}); skipping them"
+                + ("" if state.retry_failed else " (--retry-failed runs failed ones again)")
+            )
+        for key, infos in sorted(state.redone.items()):
+            earlier = ", ".join(f"{i.spec.run_id} {state_name(i.state)}" for i in infos)
+            self._say(f"running again {key}: earlier {earlier}")
+        if state.foreign:
+            self._say(
+                f"note: {state.foreign} run(s) under plan id {plan.plan_id} are not in this"
+                " plan any more; left alone"
+            )
+
+    def note(self, text: str) -> None:
+        self._say(f"warning: {text}")
+
+    def run_starting(
+        self, position: int, total: int, run: PlannedRun, run_id: str, eta_s: float | None
+    ) -> RunDisplay:
+        eta = f", ETA {_duration(eta_s)}" if eta_s is not None else ""
+        self._say(f"run {position} of {total}: {run.key} (run {run_id}{eta})")
+        return display_for(sys.stdout)
+
+    def run_finished(self, run: PlannedRun, outcome: RunOutcome, seconds: float) -> None:
+        summary = outcome.summary
+        parts = [f"{state_name(outcome.state)} in {_duration(seconds)}"]
+        stats = {p.phase: p for p in summary.phases}
+        first = stats.get(events_pb2.PHASE_FIRST_RESPONSE)
+        if first is not None and first.count:
+            parts.append(f"first_response p50 {format_ms(first.p50_ns)} ms")
+        if summary.all_responded_ns:
+            parts.append(f"all responded {format_ms(summary.all_responded_ns)} ms")
+        if outcome.state != control_pb2.RUN_STATE_SUCCEEDED and outcome.message:
+            parts.append(outcome.message)
+        elif summary.failed_pods:
+            parts.append(f"{summary.failed_pods} pods failed")
+        self._say(f"  {run.key}: " + ", ".join(parts))

@@ -1,0 +1,451 @@
+"""What ``rtctl report`` says about a set of runs, as a plain dataclass tree.
+
+The collector summarises one run at a time; a study needs more: the runs of one
+runtime pooled (a runtime, a variant and a replica count, repeated), each
+runtime set against a baseline runtime with an interval that says how sure the
+ratio is, the spread between repetitions, and the environments the runs were
+taken in, because comparing across environments without saying so is how
+benchmark folklore is made. ``build_report`` computes all of it from the runs'
+summaries (``GetRunSummary(include_pods=True)``) and nothing else, so the
+console tables (rtctl/reporttables.py), the JSON, the plots and the HTML page
+all show the same numbers.
+
+- Per run: the collector's own phase statistics, failures, memory per pod,
+  clocks, and every pod's phase times (ns, with source and uncertainty).
+- Per group (runtime class + variant + replicas): nearest-rank p50/p90/p99/max
+  per phase over all pods of all the group's runs, the uncertainties of those
+  pods' events, failures summed, memory per pod as the mean of the runs that
+  measured one, and per-run p50 first_response and all-responded across the
+  repetitions.
+- Against the baseline (the group of the baseline runtime with the same replica
+  count): pN(group) / pN(baseline) per phase with its bootstrap interval
+  (rtctl/stats.py), flagged when the two groups' runs were not all taken in one
+  environment.
+
+Phases are shown in lifecycle order (the Phase enum's order), and only those
+that some pod reached: sandbox and container phases appear when the runs have
+containerd events.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from rtbench.v1 import control_pb2, events_pb2
+
+from . import display
+from .display import phase_name
+from .errors import UsageError
+from .stats import (
+    DEFAULT_CONFIDENCE,
+    DEFAULT_RESAMPLES,
+    Distribution,
+    RatioInterval,
+    Spread,
+    bootstrap_ratio,
+)
+from .summarytable import state_name
+
+__all__ = [
+    "LIFECYCLE",
+    "Comparison",
+    "Environment",
+    "GroupKey",
+    "GroupReport",
+    "PhaseRow",
+    "PodPhase",
+    "PodTimes",
+    "Report",
+    "RunReport",
+    "build_report",
+    "phase_name",
+    "source_name",
+    "state_name",
+]
+
+LIFECYCLE = tuple(p for p in display.LIFECYCLE if p != events_pb2.PHASE_CREATED)
+"""The start-up phases a latency is reported for, in lifecycle order (created is the
+reference point itself; teardown and failure phases are not start-up latencies)."""
+
+
+def source_name(source: int) -> str:
+    """``probe`` for SOURCE_PROBE."""
+    return events_pb2.Source.Name(source).removeprefix("SOURCE_").lower()
+
+
+@dataclass(frozen=True, order=True)
+class GroupKey:
+    """What makes runs comparable repetitions of each other."""
+
+    runtime_class: str
+    variant: str
+    replicas: int
+
+    @property
+    def runtime(self) -> str:
+        """``runc``, or ``urunc/unikraft-qemu`` when the variant is not the runtime's name."""
+        if self.variant in ("", self.runtime_class):
+            return self.runtime_class
+        return f"{self.runtime_class}/{self.variant}"
+
+    @property
+    def label(self) -> str:
+        return f"{self.runtime} x{self.replicas}"
+
+
+@dataclass(frozen=True)
+class PhaseRow:
+    """Latency (from the run's created time) of one phase, and how uncertain its events are."""
+
+    phase: str
+    latency: Distribution
+    p50_uncertainty_ns: int
+    max_uncertainty_ns: int
+
+
+@dataclass(frozen=True)
+class PodPhase:
+    phase: str
+    source: str
+    time_ns: int
+    """Collector timebase."""
+    latency_ns: int
+    uncertainty_ns: int
+
+
+@dataclass(frozen=True)
+class PodTimes:
+    ordinal: int
+    name: str
+    uid: str
+    node: str
+    phases: tuple[PodPhase, ...]
+
+    def latency(self, phase: str) -> int | None:
+        return next((p.latency_ns for p in self.phases if p.phase == phase), None)
+
+
+@dataclass(frozen=True)
+class RunReport:
+    run_id: str
+    key: GroupKey
+    test_id: str
+    plan_id: str
+    repetition: int
+    image: str
+    memory_limit: str
+    state: str
+    message: str
+    created_ns: int
+    finished_ns: int
+    all_responded_ns: int
+    failed_pods: int
+    failures: tuple[tuple[str, int], ...]
+    memory_per_pod_bytes: float
+    phases: tuple[PhaseRow, ...]
+    """The collector's numbers for this run, every phase it reported."""
+    clocks: tuple[tuple[str, str, int, int], ...]
+    """(agent id, node, offset ns, uncertainty ns; -1 unknown) per agent of the run."""
+    rtctl_clock: tuple[int, int]
+    environment: Mapping[str, str]
+    pods: tuple[PodTimes, ...]
+    summary: control_pb2.RunSummary = field(repr=False, compare=False)
+    """The summary itself, for CORE's per-run console table."""
+
+    def phase(self, name: str) -> PhaseRow | None:
+        return next((row for row in self.phases if row.phase == name), None)
+
+
+@dataclass(frozen=True)
+class GroupReport:
+    key: GroupKey
+    run_ids: tuple[str, ...]
+    pods: int
+    phases: tuple[PhaseRow, ...]
+    """Over all pods of all the group's runs that have a created time."""
+    failed_pods: int
+    failures: tuple[tuple[str, int], ...]
+    memory_per_pod_bytes: float
+    """Mean over the runs that measured it; 0 when none did."""
+    first_response_p50: Spread
+    """The runs' own p50 first_response, across repetitions."""
+    all_responded: Spread
+    """The runs' time until every replica answered, across repetitions (runs where all did)."""
+    environments: int
+
+    def phase(self, name: str) -> PhaseRow | None:
+        return next((row for row in self.phases if row.phase == name), None)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    group: GroupKey
+    baseline: GroupKey
+    phase: str
+    interval: RatioInterval | None
+    """None when either group lacks the phase or the baseline's latency is 0."""
+    across_environments: bool
+
+
+@dataclass(frozen=True)
+class Environment:
+    """One distinct RunSpec.environment and the runs taken in it."""
+
+    values: Mapping[str, str]
+    run_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Report:
+    runs: tuple[RunReport, ...]
+    groups: tuple[GroupReport, ...]
+    baseline: str
+    """The baseline runtime (``runc`` or ``runtime/variant``)."""
+    comparisons: tuple[Comparison, ...]
+    environments: tuple[Environment, ...]
+    differing_keys: tuple[str, ...]
+    """Environment keys whose values are not the same in every run."""
+    resamples: int
+    seed: int
+    confidence: float
+    percent: int
+    notes: tuple[str, ...]
+
+    def comparison(self, group: GroupKey, phase: str) -> Comparison | None:
+        return next((c for c in self.comparisons if c.group == group and c.phase == phase), None)
+
+
+def build_report(
+    summaries: Sequence[control_pb2.RunSummary],
+    *,
+    baseline: str | None = None,
+    resamples: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
+    confidence: float = DEFAULT_CONFIDENCE,
+    percent: int = 50,
+    notes: Sequence[str] = (),
+) -> Report:
+    """The report on these runs; ``baseline`` defaults to runc when present.
+
+    ``notes`` are the caller's remarks to keep with the report (e.g. runs left out).
+
+    Raises UsageError when there are no runs or the baseline ran in none of them.
+    """
+    if not summaries:
+        raise UsageError("no runs to report on")
+    runs = tuple(sorted(map(_run, summaries), key=lambda r: (r.key, r.repetition, r.run_id)))
+    notes = list(notes)
+    by_key: dict[GroupKey, list[RunReport]] = defaultdict(list)
+    for run in runs:
+        by_key[run.key].append(run)
+        if run.created_ns == 0:
+            notes.append(
+                f"run {run.run_id} has no recorded create time: its latencies are left out"
+            )
+    groups = tuple(_group(key, members) for key, members in sorted(by_key.items()))
+    chosen = _baseline(groups, baseline, notes)
+    # The baseline first, then the others by name: every table and figure follows this order.
+    groups = tuple(sorted(groups, key=lambda g: (g.key.runtime != chosen, g.key)))
+    runs = tuple(
+        sorted(runs, key=lambda r: (r.key.runtime != chosen, r.key, r.repetition, r.run_id))
+    )
+    env_of = {run.run_id: dict(run.environment) for run in runs}
+    comparisons: list[Comparison] = []
+    for group in groups:
+        base = _baseline_group(groups, chosen, group.key.replicas)
+        if base is group:
+            continue
+        if base is None:
+            notes.append(f"{group.key.label}: no {chosen} run with {group.key.replicas} replicas")
+            continue
+        envs = {_frozen(env_of[r]) for r in (*group.run_ids, *base.run_ids)}
+        for row in group.phases:
+            base_row = base.phase(row.phase)
+            interval = None
+            if base_row is not None:
+                interval = bootstrap_ratio(
+                    _latencies(by_key[group.key], row.phase),
+                    _latencies(by_key[base.key], row.phase),
+                    percent=percent,
+                    resamples=resamples,
+                    confidence=confidence,
+                    seed=f"{seed}:{group.key.label}:{row.phase}",
+                )
+            comparisons.append(Comparison(group.key, base.key, row.phase, interval, len(envs) > 1))
+    environments, differing = _environments(runs)
+    if differing:
+        notes.append(
+            f"the runs were taken in {len(environments)} different environments"
+            f" (differing: {', '.join(differing)}): ratios across them are flagged"
+        )
+    return Report(
+        runs=runs,
+        groups=groups,
+        baseline=chosen,
+        comparisons=tuple(comparisons),
+        environments=environments,
+        differing_keys=differing,
+        resamples=resamples,
+        seed=seed,
+        confidence=confidence,
+        percent=percent,
+        notes=tuple(notes),
+    )
+
+
+def _run(summary: control_pb2.RunSummary) -> RunReport:
+    spec = summary.spec
+    return RunReport(
+        run_id=spec.run_id,
+        key=GroupKey(spec.runtime_class, spec.variant or spec.runtime_class, spec.replicas),
+        test_id=spec.test_id,
+        plan_id=spec.plan_id,
+        repetition=spec.repetition,
+        image=spec.image,
+        memory_limit=spec.memory_limit,
+        state=state_name(summary.state),
+        message=summary.message,
+        created_ns=summary.created_ns,
+        finished_ns=summary.finished_ns,
+        all_responded_ns=summary.all_responded_ns,
+        failed_pods=summary.failed_pods,
+        failures=tuple((f.reason, f.count) for f in summary.failures),
+        memory_per_pod_bytes=summary.memory_per_pod_bytes,
+        phases=tuple(
+            PhaseRow(
+                phase_name(s.phase),
+                Distribution(s.count, s.min_ns, s.p50_ns, s.p90_ns, s.p99_ns, s.max_ns),
+                s.p50_uncertainty_ns,
+                s.max_uncertainty_ns,
+            )
+            for s in sorted(summary.phases, key=lambda s: s.phase)
+        ),
+        clocks=tuple(
+            (
+                c.agent_id,
+                c.node,
+                c.clock.offset_ns,
+                c.clock.uncertainty_ns if c.HasField("clock") else -1,
+            )
+            for c in summary.clocks
+        ),
+        rtctl_clock=(summary.rtctl_clock.offset_ns, summary.rtctl_clock.uncertainty_ns),
+        environment=dict(spec.environment),
+        pods=tuple(
+            PodTimes(
+                ordinal=pod.ordinal,
+                name=pod.pod.name,
+                uid=pod.pod.uid,
+                node=pod.pod.node,
+                phases=tuple(
+                    PodPhase(
+                        phase_name(t.phase),
+                        source_name(t.source),
+                        t.time_ns,
+                        t.latency_ns,
+                        t.uncertainty_ns,
+                    )
+                    for t in sorted(pod.phases, key=lambda t: (t.phase, t.time_ns))
+                ),
+            )
+            for pod in sorted(summary.pods, key=lambda p: p.ordinal)
+        ),
+        summary=summary,
+    )
+
+
+def _latencies(runs: Sequence[RunReport], phase: str) -> list[int]:
+    """Every pod's latency of ``phase`` in these runs (runs without a created time left out)."""
+    return [
+        t.latency_ns
+        for run in runs
+        if run.created_ns
+        for pod in run.pods
+        for t in pod.phases
+        if t.phase == phase
+    ]
+
+
+def _group(key: GroupKey, runs: Sequence[RunReport]) -> GroupReport:
+    rows = []
+    for phase in LIFECYCLE:
+        name = phase_name(phase)
+        events = [
+            t
+            for run in runs
+            if run.created_ns
+            for pod in run.pods
+            for t in pod.phases
+            if t.phase == name
+        ]
+        if not events:
+            continue
+        uncertainties = Distribution.of([t.uncertainty_ns for t in events])
+        rows.append(
+            PhaseRow(
+                name,
+                Distribution.of([t.latency_ns for t in events]),
+                uncertainties.p50_ns,
+                uncertainties.max_ns,
+            )
+        )
+    failures: dict[str, int] = defaultdict(int)
+    for run in runs:
+        for reason, count in run.failures:
+            failures[reason] += count
+    memory = [run.memory_per_pod_bytes for run in runs if run.memory_per_pod_bytes > 0]
+    first = [
+        row.latency.p50_ns
+        for run in runs
+        if run.created_ns and (row := run.phase("first_response")) is not None
+    ]
+    return GroupReport(
+        key=key,
+        run_ids=tuple(run.run_id for run in runs),
+        pods=sum(len(run.pods) for run in runs),
+        phases=tuple(rows),
+        failed_pods=sum(run.failed_pods for run in runs),
+        failures=tuple(sorted(failures.items(), key=lambda item: (-item[1], item[0]))),
+        memory_per_pod_bytes=sum(memory) / len(memory) if memory else 0.0,
+        first_response_p50=Spread.of(first),
+        all_responded=Spread.of([run.all_responded_ns for run in runs if run.all_responded_ns > 0]),
+        environments=len({_frozen(run.environment) for run in runs}),
+    )
+
+
+def _baseline(groups: Sequence[GroupReport], wanted: str | None, notes: list[str]) -> str:
+    runtimes = sorted({g.key.runtime for g in groups})
+    classes = sorted({g.key.runtime_class for g in groups})
+    if wanted is None:
+        return "runc" if "runc" in runtimes else runtimes[0]
+    if wanted in runtimes:
+        return wanted
+    if wanted in classes:
+        variants = sorted(g.key.runtime for g in groups if g.key.runtime_class == wanted)
+        notes.append(f"baseline {wanted} has variants {', '.join(variants)}: using {variants[0]}")
+        return variants[0]
+    raise UsageError(f"baseline {wanted!r} is in none of the runs; runtimes: {', '.join(runtimes)}")
+
+
+def _baseline_group(
+    groups: Sequence[GroupReport], runtime: str, replicas: int
+) -> GroupReport | None:
+    return next(
+        (g for g in groups if g.key.runtime == runtime and g.key.replicas == replicas), None
+    )
+
+
+def _frozen(env: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted(env.items()))
+
+
+def _environments(runs: Sequence[RunReport]) -> tuple[tuple[Environment, ...], tuple[str, ...]]:
+    by_env: dict[tuple[tuple[str, str], ...], list[str]] = defaultdict(list)
+    for run in runs:
+        by_env[_frozen(run.environment)].append(run.run_id)
+    environments = tuple(Environment(dict(env), tuple(ids)) for env, ids in by_env.items())
+    keys = sorted({k for e in environments for k in e.values})
+    differing = tuple(k for k in keys if len({e.values.get(k) for e in environments}) > 1)
+    return environments, differing

@@ -1,0 +1,262 @@
+"""``rtctl report``: fetch runs from the collector and report on them as tables, JSON,
+PNG figures and one HTML page.
+
+    rtctl report [RUN_ID ...] [--test-id T] [--plan-id P] [--baseline RUNTIME]
+                 [--out DIR] [--format text|json] [--bootstrap N] [--seed S]
+
+Without run ids, every finished run the collector has (narrowed by --test-id
+and --plan-id) is reported on; runs still going or aborted are left out and the
+report says so (an aborted run stopped half way and would bias its runtime).
+Named run ids are reported on whatever their state.
+
+``--out DIR`` writes ``report.html`` (self-contained), ``report.json`` and every
+figure as PNG, and says where. ``--format json`` prints the whole report for
+scripts, per-pod phase times included (ns, with source and uncertainty).
+
+``collect_report`` and ``write_report`` are what ``rtctl demo`` and
+``rtctl run-plan`` call to produce the same files without the command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from rtbench.cli import EXIT_OK
+from rtbench.v1 import control_pb2
+
+from .control import Collector
+from .errors import UsageError
+from .htmlreport import render_html
+from .plots import render_plots
+from .report import PhaseRow, Report, build_report, state_name
+from .reporttables import print_report
+from .settings import add_connection_options, connection_settings
+from .stats import DEFAULT_RESAMPLES, Spread
+from .summarytable import summary_dict
+
+__all__ = ["add_parser", "collect_report", "report_json", "run", "write_report"]
+
+FINISHED = (
+    control_pb2.RUN_STATE_SUCCEEDED,
+    control_pb2.RUN_STATE_FAILED,
+    control_pb2.RUN_STATE_TIMED_OUT,
+)
+
+
+def add_parser(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "report",
+        help="tables, comparison, plots and an HTML report of finished runs",
+        description=(
+            "Report on finished runs: per-run and per-runtime tables, a comparison against a"
+            " baseline runtime with bootstrap confidence intervals, PNG plots, one HTML page."
+        ),
+    )
+    parser.add_argument("run_ids", nargs="*", metavar="RUN_ID", help="runs to report on")
+    parser.add_argument("--test-id", default="", help="only runs with this test id")
+    parser.add_argument("--plan-id", default="", help="only runs of this plan")
+    parser.add_argument(
+        "--baseline", help="runtime the others are compared with (default: runc when present)"
+    )
+    parser.add_argument(
+        "--out", type=Path, metavar="DIR", help="write report.html, report.json and PNGs here"
+    )
+    parser.add_argument(
+        "--format",
+        choices=("text", "json"),
+        default="text",
+        help="text: tables on the terminal; json: the whole report, per-pod times included",
+    )
+    parser.add_argument(
+        "--bootstrap",
+        type=_positive,
+        default=DEFAULT_RESAMPLES,
+        metavar="N",
+        help=f"bootstrap resamples per ratio (default: {DEFAULT_RESAMPLES})",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: 0)")
+    add_connection_options(parser, kubernetes=False)
+    parser.set_defaults(func=run)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+async def collect_report(
+    collector: Collector,
+    run_ids: Sequence[str] = (),
+    *,
+    test_id: str = "",
+    plan_id: str = "",
+    baseline: str | None = None,
+    resamples: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
+) -> Report:
+    """The report on the named runs, or on the finished runs matching test and plan id.
+
+    Raises UsageError when nothing matches, CollectorError when a call fails.
+    """
+    notes: list[str] = []
+    if not run_ids:
+        listed = await collector.runs(test_id=test_id, plan_id=plan_id)
+        run_ids = [r.spec.run_id for r in listed if r.state in FINISHED]
+        skipped = [
+            f"{r.spec.run_id} ({state_name(r.state)})" for r in listed if r.state not in FINISHED
+        ]
+        if skipped:
+            notes.append(f"left out, not finished: {', '.join(skipped)}")
+        if not run_ids:
+            which = " and ".join(
+                f"{name} {value!r}"
+                for name, value in (("test id", test_id), ("plan id", plan_id))
+                if value
+            )
+            raise UsageError(
+                f"no finished runs{' with ' + which if which else ''} in the collector"
+            )
+    summaries = [await collector.summary(run_id, include_pods=True) for run_id in run_ids]
+    # Bootstrapping is CPU work: a thread keeps the event loop (and Ctrl-C) responsive.
+    return await asyncio.to_thread(
+        build_report, summaries, baseline=baseline, resamples=resamples, seed=seed, notes=notes
+    )
+
+
+def write_report(report: Report, out: Path) -> list[Path]:
+    """Write report.html, report.json and the PNGs into ``out``; the paths, HTML first."""
+    out.mkdir(parents=True, exist_ok=True)
+    plots = render_plots(report)
+    written = [out / "report.html", out / "report.json"]
+    written[0].write_text(render_html(report, plots), encoding="utf-8")
+    written[1].write_text(json.dumps(report_json(report), indent=1) + "\n", encoding="utf-8")
+    for plot in plots:
+        path = out / plot.name
+        path.write_bytes(plot.png)
+        written.append(path)
+    return written
+
+
+async def run(args: argparse.Namespace) -> int:
+    settings = connection_settings(args, os.environ)
+    async with Collector.connect(settings) as collector:
+        report = await collect_report(
+            collector,
+            args.run_ids,
+            test_id=args.test_id,
+            plan_id=args.plan_id,
+            baseline=args.baseline,
+            resamples=args.bootstrap,
+            seed=args.seed,
+        )
+    written = await asyncio.to_thread(write_report, report, args.out) if args.out else []
+    if args.format == "json":
+        json.dump(report_json(report), sys.stdout, indent=1)
+        sys.stdout.write("\n")
+        where = sys.stderr
+    else:
+        # Piped or logged output has no width to fit: wide enough that no table wraps.
+        print_report(report, Console() if sys.stdout.isatty() else Console(width=180))
+        where = sys.stdout
+    if written:
+        figures = sum(p.suffix == ".png" for p in written)
+        print(
+            f"report: {written[0]} (with {written[1].name} and {figures} PNGs in {args.out})",
+            file=where,
+        )
+    return EXIT_OK
+
+
+def _phases(rows: Sequence[PhaseRow]) -> dict[str, Any]:
+    return {
+        row.phase: {
+            "count": row.latency.count,
+            "min_ns": row.latency.min_ns,
+            "p50_ns": row.latency.p50_ns,
+            "p90_ns": row.latency.p90_ns,
+            "p99_ns": row.latency.p99_ns,
+            "max_ns": row.latency.max_ns,
+            "p50_uncertainty_ns": row.p50_uncertainty_ns,
+            "max_uncertainty_ns": row.max_uncertainty_ns,
+        }
+        for row in rows
+    }
+
+
+def _spread(spread: Spread) -> dict[str, int]:
+    return {
+        "count": spread.count,
+        "median_ns": spread.median,
+        "min_ns": spread.low,
+        "max_ns": spread.high,
+    }
+
+
+def report_json(report: Report) -> dict[str, Any]:
+    """The whole report as JSON-ready data: every number of the tables, and every pod."""
+    groups = []
+    for g in report.groups:
+        against: dict[str, Any] = {}
+        for c in report.comparisons:
+            if c.group != g.key:
+                continue
+            i = c.interval
+            against[c.phase] = (
+                None
+                if i is None
+                else {
+                    "ratio": i.ratio,
+                    "low": i.low,
+                    "high": i.high,
+                    "count": i.count,
+                    "baseline_count": i.baseline_count,
+                    "resamples": i.resamples,
+                    "across_environments": c.across_environments,
+                }
+            )
+        groups.append(
+            {
+                "runtime": g.key.runtime,
+                "runtime_class": g.key.runtime_class,
+                "variant": g.key.variant,
+                "replicas": g.key.replicas,
+                "run_ids": list(g.run_ids),
+                "pods": g.pods,
+                "failed_pods": g.failed_pods,
+                "failures": dict(g.failures),
+                "memory_per_pod_bytes": g.memory_per_pod_bytes,
+                "phases": _phases(g.phases),
+                "first_response_p50_per_run": _spread(g.first_response_p50),
+                "all_responded_per_run": _spread(g.all_responded),
+                "environments": g.environments,
+                "vs_baseline": against,
+            }
+        )
+    return {
+        "baseline": report.baseline,
+        "bootstrap": {
+            "resamples": report.resamples,
+            "seed": report.seed,
+            "confidence": report.confidence,
+            "percent": report.percent,
+        },
+        "notes": list(report.notes),
+        "environments": [
+            {"values": dict(e.values), "run_ids": list(e.run_ids)} for e in report.environments
+        ],
+        "differing_environment_keys": list(report.differing_keys),
+        "groups": groups,
+        # Each run exactly as `rtctl start-run --format json` prints it, per-pod times included.
+        "runs": [summary_dict(r.summary) for r in report.runs],
+    }

@@ -1,0 +1,181 @@
+"""The console form of a report: rich tables per runtime, the comparison against the
+baseline, the environments, and the whole text report.
+
+Kept apart from rtctl/report.py (which computes) so the numbers have one home
+and every output (console, JSON, HTML) only formats them. ``comparison_table``
+is also what ``rtctl run-plan`` prints at the end of a plan. The per-run tables
+are CORE's ``summary_table`` (rtctl/summarytable.py), the same table
+``rtctl start-run`` prints, so a run looks the same wherever it is shown.
+
+Latencies are shown in milliseconds (two decimals below 10 ms, where containerd
+phases live; one above); a ratio is "1.42 [1.31, 1.55]" with its interval, and
+"≠env" marks a ratio between runs taken in different environments.
+"""
+
+from __future__ import annotations
+
+from rich.console import Console, Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from .report import Comparison, GroupReport, Report
+from .stats import RatioInterval, Spread
+from .summarytable import summary_table
+
+__all__ = [
+    "comparison_table",
+    "environment_table",
+    "format_ms",
+    "format_ratio",
+    "group_table",
+    "print_report",
+    "render_text",
+]
+
+MIB = 1 << 20
+
+
+def format_ms(ns: int | float) -> str:
+    ms = ns / 1e6
+    return f"{ms:.2f}" if abs(ms) < 10 else f"{ms:.1f}"
+
+
+def format_ratio(interval: RatioInterval | None) -> str:
+    if interval is None:
+        return "-"
+    return f"{interval.ratio:.2f} [{interval.low:.2f}, {interval.high:.2f}]"
+
+
+def _spread_ms(spread: Spread) -> str:
+    if spread.count == 0:
+        return "-"
+    if spread.count == 1:
+        return format_ms(spread.median)
+    return f"{format_ms(spread.median)} ({format_ms(spread.low)}-{format_ms(spread.high)})"
+
+
+def _memory(group: GroupReport) -> str:
+    return f"{group.memory_per_pod_bytes / MIB:.1f}" if group.memory_per_pod_bytes else "-"
+
+
+def _vs_baseline(report: Report, group: GroupReport, comparison: Comparison | None) -> Text:
+    if group.key.runtime == report.baseline:
+        return Text("baseline", style="dim")
+    if comparison is None:
+        return Text("-")
+    text = Text(format_ratio(comparison.interval))
+    if comparison.across_environments:
+        text.append(" ≠env", style="bold yellow")
+    return text
+
+
+def group_table(report: Report, group: GroupReport) -> Table:
+    """One runtime (runtime class, variant, replicas): phases by percentiles over all its pods."""
+    failures = ", ".join(f"{reason} {count}" for reason, count in group.failures) or "none"
+    table = Table(
+        title=f"{group.key.label}: {len(group.run_ids)} runs, {group.pods} pods",
+        caption=(
+            f"failed pods {group.failed_pods} ({failures}); memory per pod {_memory(group)} MiB;"
+            f" latency from the Deployment's create, ms"
+        ),
+        title_justify="left",
+    )
+    table.add_column("phase")
+    table.add_column("pods", justify="right")
+    for column in ("p50", "p90", "p99", "max", "± p50"):
+        table.add_column(column, justify="right")
+    table.add_column(f"p{report.percent} vs {report.baseline} [{report.confidence:.0%} CI]")
+    for row in group.phases:
+        d = row.latency
+        table.add_row(
+            row.phase,
+            str(d.count),
+            format_ms(d.p50_ns),
+            format_ms(d.p90_ns),
+            format_ms(d.p99_ns),
+            format_ms(d.max_ns),
+            format_ms(row.p50_uncertainty_ns),
+            _vs_baseline(report, group, report.comparison(group.key, row.phase)),
+        )
+    return table
+
+
+def comparison_table(report: Report, phase: str = "first_response") -> Table:
+    """Every runtime in one table against the baseline, for one phase (first_response)."""
+    table = Table(
+        title=f"{phase} by runtime, against {report.baseline}",
+        caption=(
+            f"ms from the Deployment's create; ratio = p{report.percent}/p{report.percent}"
+            f" of the baseline with the same replicas, {report.confidence:.0%} bootstrap CI"
+            f" over pods ({report.resamples} resamples, seed {report.seed});"
+            " per-run p50 and all responded: median (min-max) over repetitions"
+        ),
+        title_justify="left",
+    )
+    for column in ("runtime", "replicas", "runs", "pods", "failed"):
+        table.add_column(column, justify="left" if column == "runtime" else "right")
+    for column in ("p50", "p90", "max"):
+        table.add_column(column, justify="right")
+    table.add_column("ratio [CI]")
+    table.add_column("per-run p50", justify="right")
+    table.add_column("all responded", justify="right")
+    table.add_column("MiB/pod", justify="right")
+    for group in report.groups:
+        row = group.phase(phase)
+        cells = ["-", "-", "-"]
+        if row is not None:
+            cells = [format_ms(row.latency.p50_ns), format_ms(row.latency.p90_ns)]
+            cells.append(format_ms(row.latency.max_ns))
+        table.add_row(
+            group.key.runtime,
+            str(group.key.replicas),
+            str(len(group.run_ids)),
+            str(group.pods),
+            str(group.failed_pods),
+            *cells,
+            _vs_baseline(report, group, report.comparison(group.key, phase)),
+            _spread_ms(group.first_response_p50),
+            _spread_ms(group.all_responded),
+            _memory(group),
+        )
+    return table
+
+
+def environment_table(report: Report) -> Table:
+    """Each environment key and its value(s); keys that differ between runs are marked."""
+    table = Table(title="environment", title_justify="left")
+    table.add_column("key")
+    table.add_column("value")
+    table.add_column("runs", justify="right")
+    keys = sorted({k for env in report.environments for k in env.values})
+    for key in keys:
+        differs = key in report.differing_keys
+        for env in report.environments:
+            value = env.values.get(key, "(not recorded)")
+            style = "bold yellow" if differs else ""
+            table.add_row(Text(key, style=style), value, str(len(env.run_ids)))
+            if not differs:
+                break
+    if not keys:
+        table.add_row("(none recorded)", "", str(len(report.runs)))
+    return table
+
+
+def render_text(report: Report, *, per_run: bool = True) -> RenderableType:
+    """The whole report for a terminal: environment, runs, runtimes, comparison, notes."""
+    parts: list[RenderableType] = [environment_table(report)]
+    if per_run:
+        for run in report.runs:
+            parts.append(Text(f"\nrun {run.run_id} ({run.key.label}, {run.state})", style="bold"))
+            parts.append(summary_table(run.summary))
+    parts.extend(group_table(report, group) for group in report.groups)
+    phases = {row.phase for group in report.groups for row in group.phases}
+    if "first_response" in phases:
+        parts.append(comparison_table(report))
+    for note in report.notes:
+        parts.append(Text(f"note: {note}", style="yellow"))
+    return Group(*parts)
+
+
+def print_report(report: Report, console: Console, *, per_run: bool = True) -> None:
+    console.print(render_text(report, per_run=per_run))

@@ -1,0 +1,200 @@
+"""A run's summary as people read it (a rich table) and as scripts read it (a JSON dict).
+
+The numbers are the collector's (collector/summaries.py says how each is
+computed); this module only lays them out. The table has one row per phase in
+lifecycle order, with count, p50/p90/p99/max latency from created and the
+uncertainty that bounds them (median and largest: the probe bracket plus the
+clock error), and a caption with what a reader needs to trust or compare the
+run: time until every replica answered, failures, memory per pod, the clock
+offsets, and the environment it ran in. ``rtctl report`` reuses the table for
+its per-run tables.
+
+The JSON keeps nanoseconds as integers (protobuf's own JSON mapping would make
+every int64 a string) and names phases, sources and states in lower case.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.table import Table
+
+from rtbench.v1 import control_pb2, events_pb2
+
+from .display import LIFECYCLE, phase_name
+
+__all__ = ["format_ns", "state_name", "summary_dict", "summary_lines", "summary_table"]
+
+_ORDER = {phase: rank for rank, phase in enumerate((*LIFECYCLE, events_pb2.PHASE_FAILED))}
+
+
+def format_ns(ns: int) -> str:
+    """A duration for people: µs below 1 ms, ms below 10 s, seconds above."""
+    if ns < 0:
+        return "-" + format_ns(-ns)
+    if ns < 1_000_000:
+        return f"{ns / 1e3:.0f} µs"
+    if ns < 10_000_000_000:
+        return f"{ns / 1e6:.1f} ms"
+    return f"{ns / 1e9:.2f} s"
+
+
+def state_name(state: int) -> str:
+    """``succeeded`` for RUN_STATE_SUCCEEDED."""
+    name = control_pb2.RunState.Name(state)
+    return str(name).removeprefix("RUN_STATE_").lower()
+
+
+def _source_name(source: int) -> str:
+    return str(events_pb2.Source.Name(source)).removeprefix("SOURCE_").lower()
+
+
+def _phases(summary: control_pb2.RunSummary) -> list[Any]:
+    return sorted(summary.phases, key=lambda s: _ORDER.get(s.phase, 100 + s.phase))
+
+
+def summary_lines(summary: control_pb2.RunSummary) -> list[str]:
+    """The facts beside the phase table, one per line."""
+    spec = summary.spec
+    lines = []
+    if summary.all_responded_ns:
+        lines.append(
+            f"all {spec.replicas} replicas responded after {format_ns(summary.all_responded_ns)}"
+        )
+    else:
+        lines.append(f"not all {spec.replicas} replicas responded")
+    if summary.failed_pods:
+        reasons = ", ".join(f"{f.reason or 'unknown'} {f.count}" for f in summary.failures)
+        lines.append(f"failed pods: {summary.failed_pods} ({reasons})")
+    else:
+        lines.append("failed pods: 0")
+    if summary.memory_per_pod_bytes:
+        lines.append(f"memory per pod: {summary.memory_per_pod_bytes / 2**20:.1f} MiB")
+    if summary.HasField("rtctl_clock"):
+        c = summary.rtctl_clock
+        lines.append(f"rtctl clock: {c.offset_ns / 1e6:+.3f} ms ± {c.uncertainty_ns / 1e6:.3f} ms")
+    for agent in sorted(summary.clocks, key=lambda a: a.node):
+        if not agent.HasField("clock"):
+            lines.append(f"agent {agent.node}: no clock estimate (raw times)")
+            continue
+        c = agent.clock
+        bound = "unknown" if c.uncertainty_ns < 0 else f"{c.uncertainty_ns / 1e6:.3f} ms"
+        lines.append(f"agent {agent.node} clock: {c.offset_ns / 1e6:+.3f} ms ± {bound}")
+    environment = spec.environment
+    if environment:
+        shown = [
+            f"{key}={environment[key]}"
+            for key in ("cluster_type", "kubernetes_version", "rtctl_version")
+            if key in environment
+        ]
+        if shown:
+            lines.append("environment: " + ", ".join(shown))
+    if summary.message:
+        lines.append(f"message: {summary.message}")
+    return lines
+
+
+def summary_table(summary: control_pb2.RunSummary) -> Table:
+    """Start-up phases (and failed) x count/p50/p90/p99/max/uncertainty, with the run's
+    facts as the caption."""
+    spec = summary.spec
+    title = (
+        f"run {spec.run_id}: {spec.runtime_class}"
+        + (f"/{spec.variant}" if spec.variant and spec.variant != spec.runtime_class else "")
+        + f", {spec.replicas} replicas, {state_name(summary.state)}"
+    )
+    table = Table(title=title, caption="\n".join(summary_lines(summary)), caption_justify="left")
+    table.add_column("phase")
+    for column in ("count", "p50", "p90", "p99", "max", "± p50", "± max"):
+        table.add_column(column, justify="right")
+    for stats in _phases(summary):
+        if stats.phase not in _ORDER:
+            continue  # teardown and availability phases: in the JSON, not in this table
+        table.add_row(
+            phase_name(stats.phase),
+            f"{stats.count}/{spec.replicas}",
+            format_ns(stats.p50_ns),
+            format_ns(stats.p90_ns),
+            format_ns(stats.p99_ns),
+            format_ns(stats.max_ns),
+            format_ns(stats.p50_uncertainty_ns),
+            format_ns(stats.max_uncertainty_ns),
+        )
+    return table
+
+
+def _clock(clock: Any) -> dict[str, int]:
+    return {
+        "offset_ns": clock.offset_ns,
+        "uncertainty_ns": clock.uncertainty_ns,
+        "measured_at_ns": clock.measured_at_ns,
+        "samples": clock.samples,
+    }
+
+
+def summary_dict(summary: control_pb2.RunSummary) -> dict[str, Any]:
+    """The summary as plain JSON-able values (ints stay ints), per-pod times included."""
+    spec = summary.spec
+    return {
+        "run_id": spec.run_id,
+        "state": state_name(summary.state),
+        "message": summary.message,
+        "spec": {
+            "test_id": spec.test_id,
+            "runtime_class": spec.runtime_class,
+            "variant": spec.variant,
+            "replicas": spec.replicas,
+            "image": spec.image,
+            "memory_limit": spec.memory_limit,
+            "namespace": spec.namespace,
+            "plan_id": spec.plan_id,
+            "repetition": spec.repetition,
+            "environment": dict(spec.environment),
+        },
+        "created_ns": summary.created_ns,
+        "finished_ns": summary.finished_ns,
+        "all_responded_ns": summary.all_responded_ns,
+        "phases": {
+            phase_name(s.phase): {
+                "count": s.count,
+                "min_ns": s.min_ns,
+                "p50_ns": s.p50_ns,
+                "p90_ns": s.p90_ns,
+                "p99_ns": s.p99_ns,
+                "max_ns": s.max_ns,
+                "p50_uncertainty_ns": s.p50_uncertainty_ns,
+                "max_uncertainty_ns": s.max_uncertainty_ns,
+            }
+            for s in _phases(summary)
+        },
+        "failed_pods": summary.failed_pods,
+        "failures": {f.reason: f.count for f in summary.failures},
+        "memory_per_pod_bytes": summary.memory_per_pod_bytes,
+        "rtctl_clock": _clock(summary.rtctl_clock) if summary.HasField("rtctl_clock") else None,
+        "clocks": [
+            {
+                "agent_id": c.agent_id,
+                "node": c.node,
+                "clock": _clock(c.clock) if c.HasField("clock") else None,
+            }
+            for c in summary.clocks
+        ],
+        "pods": [
+            {
+                "ordinal": pod.ordinal,
+                "name": pod.pod.name,
+                "uid": pod.pod.uid,
+                "node": pod.pod.node,
+                "phases": {
+                    phase_name(t.phase): {
+                        "source": _source_name(t.source),
+                        "time_ns": t.time_ns,
+                        "latency_ns": t.latency_ns,
+                        "uncertainty_ns": t.uncertainty_ns,
+                    }
+                    for t in pod.phases
+                },
+            }
+            for pod in sorted(summary.pods, key=lambda p: p.ordinal)
+        ],
+    }

@@ -1,0 +1,129 @@
+"""How a run is shown: the plain progress lines, the summary table and its JSON.
+
+Pure: messages are built here, rendered to strings and read back.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+
+from rich.console import Console
+
+from rtbench.v1 import control_pb2, events_pb2
+from rtctl.display import PlainDisplay, display_for, phase_name
+from rtctl.summarytable import format_ns, summary_dict, summary_table
+
+P = events_pb2
+
+
+def progress(replicas: int, **counts: int) -> control_pb2.Progress:
+    return control_pb2.Progress(
+        run_id="r",
+        replicas=replicas,
+        counts=[
+            control_pb2.PhaseCount(phase=getattr(P, f"PHASE_{name.upper()}"), count=n)
+            for name, n in counts.items()
+        ],
+    )
+
+
+def test_plain_lines_are_throttled_but_the_last_counts_of_a_step_are_kept() -> None:
+    out = io.StringIO()
+    display = PlainDisplay(out, interval_s=60.0)
+    display.stage("waiting for 3 replicas to answer")
+    # The collector sends phases in enum order; the display shows lifecycle order.
+    display.progress(progress(3, first_response=1, scheduled=3, sandbox_started=2))
+    display.progress(progress(3, first_response=3, scheduled=3, sandbox_started=3))  # held
+    display.stage("deleting Deployment x")
+    display.countdown("pods gone", 1, 3)
+    display.countdown("pods gone", 3, 3)  # the end of a countdown is always shown
+    display.close()
+    lines = [line.split("] ", 1)[1] for line in out.getvalue().splitlines()]
+    assert lines == [
+        "waiting for 3 replicas to answer",
+        "pods: scheduled 3/3, sandbox_started 2/3, first_response 1/3",
+        "pods: scheduled 3/3, sandbox_started 3/3, first_response 3/3",
+        "deleting Deployment x",
+        "pods gone: 1/3",
+        "pods gone: 3/3",
+    ]
+
+
+def test_a_pipe_gets_plain_lines() -> None:
+    assert isinstance(display_for(io.StringIO()), PlainDisplay)
+
+
+def summary() -> control_pb2.RunSummary:
+    made = control_pb2.RunSummary(
+        spec=control_pb2.RunSpec(
+            run_id="run-7", runtime_class="kata-fc", variant="fc", replicas=4,
+            environment={"cluster_type": "k3s", "kubernetes_version": "v1.32.1+k3s1"},
+        ),
+        state=control_pb2.RUN_STATE_FAILED,
+        created_ns=1_000,
+        all_responded_ns=0,
+        failed_pods=1,
+        memory_per_pod_bytes=135 * 2**20,
+    )  # fmt: skip
+    for phase, p50 in (
+        (P.PHASE_READY, 900_000_000),
+        (P.PHASE_GONE, 5_000_000_000),
+        (P.PHASE_SCHEDULED, 20_000_000),
+        (P.PHASE_SANDBOX_STARTED, 400_000_000),
+        (P.PHASE_FIRST_RESPONSE, 850_000_000),
+    ):
+        made.phases.add(phase=phase, count=3, p50_ns=p50, p90_ns=p50, p99_ns=p50, max_ns=p50)
+    made.failures.add(reason="OOMKilled", count=1)
+    made.rtctl_clock.CopyFrom(events_pb2.ClockOffset(offset_ns=120_000, uncertainty_ns=300_000))
+    made.clocks.add(agent_id="a1", node="pi5", clock=events_pb2.ClockOffset(uncertainty_ns=-1))
+    pod = made.pods.add(ordinal=0, pod=events_pb2.PodRef(uid="u0", name="pod-0", node="pi5"))
+    pod.phases.add(
+        phase=P.PHASE_FIRST_RESPONSE,
+        source=P.SOURCE_PROBE,
+        time_ns=9,
+        latency_ns=8,
+        uncertainty_ns=1,
+    )
+    return made
+
+
+def test_the_table_orders_start_up_phases_by_lifecycle_and_states_the_facts() -> None:
+    console = Console(file=io.StringIO(), width=200)
+    console.print(summary_table(summary()))
+    text = console.file.getvalue()  # type: ignore[attr-defined]
+    rows = [line for line in text.splitlines() if "/4" in line]
+    order = [row.split("│")[1].strip() for row in rows]
+    assert order == ["scheduled", "sandbox_started", "first_response", "ready"]
+    assert "gone" not in order, "teardown phases stay out of the start-up table"
+    assert "run run-7: kata-fc/fc, 4 replicas, failed" in text
+    assert "not all 4 replicas responded" in text
+    assert "failed pods: 1 (OOMKilled 1)" in text
+    assert "memory per pod: 135.0 MiB" in text
+    assert "rtctl clock: +0.120 ms ± 0.300 ms" in text
+    assert "agent pi5 clock: +0.000 ms ± unknown" in text
+    assert "cluster_type=k3s, kubernetes_version=v1.32.1+k3s1" in text
+    assert "850.0 ms" in text and "20.0 ms" in text
+
+
+def test_json_keeps_integers_and_names() -> None:
+    document = json.loads(json.dumps(summary_dict(summary())))
+    assert document["state"] == "failed"
+    assert list(document["phases"]) == [
+        "scheduled", "sandbox_started", "first_response", "ready", "gone",
+    ]  # fmt: skip
+    assert document["phases"]["ready"]["p50_ns"] == 900_000_000
+    assert document["failures"] == {"OOMKilled": 1}
+    assert document["clocks"][0]["clock"]["uncertainty_ns"] == -1
+    (pod,) = document["pods"]
+    assert pod["phases"]["first_response"] == {
+        "source": "probe", "time_ns": 9, "latency_ns": 8, "uncertainty_ns": 1,
+    }  # fmt: skip
+
+
+def test_durations_read_naturally() -> None:
+    assert format_ns(850) == "1 µs"
+    assert format_ns(1_234_567) == "1.2 ms"
+    assert format_ns(12_340_000_000) == "12.34 s"
+    assert format_ns(-2_000_000) == "-2.0 ms"
+    assert phase_name(P.PHASE_CONTAINER_CREATED) == "container_created"

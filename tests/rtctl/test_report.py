@@ -1,0 +1,522 @@
+"""``rtctl report``: the report's numbers, figures, HTML and JSON.
+
+Most tests build run summaries whose every latency is known, so each pooled
+percentile and ratio can be stated. The end-to-end test makes real runs on the
+simulated cluster (agents, collector, the stack of tests/rtctl/conftest.py),
+runs ``rtctl report --format json --out DIR`` and recomputes every number it
+prints from the collector's journal with its own SQL (the issue's requirement):
+per run and phase count/p50/p90/p99/max, every pod's phase times, and the
+pooled per-runtime percentiles.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import math
+import re
+import sqlite3
+import struct
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from matplotlib.image import imread
+from rich.console import Console
+
+from rtbench.v1 import control_pb2, events_pb2
+from rtctl.errors import UsageError
+from rtctl.htmlreport import render_html
+from rtctl.plots import DPI, cdf_plot, render_plots, repetitions_plot, timeline_plot
+from rtctl.report import Report, build_report
+from rtctl.reportcli import report_json
+from rtctl.reporttables import comparison_table, print_report
+from tests.conftest import wait_until
+from tests.rtctl.conftest import Stack
+
+MS = 1_000_000
+T0 = 1_750_000_000_000_000_000
+P = events_pb2
+PHASE = {
+    "scheduled": P.PHASE_SCHEDULED,
+    "sandbox_started": P.PHASE_SANDBOX_STARTED,
+    "container_started": P.PHASE_CONTAINER_STARTED,
+    "running": P.PHASE_RUNNING,
+    "first_response": P.PHASE_FIRST_RESPONSE,
+    "ready": P.PHASE_READY,
+    "failed": P.PHASE_FAILED,
+}
+
+
+def rank(values: Sequence[int], percent: int) -> int:
+    """Nearest rank, written out again here so the test does not trust the code it checks."""
+    ordered = sorted(values)
+    return ordered[max(math.ceil(len(ordered) * percent / 100), 1) - 1]
+
+
+def summary(
+    run_id: str,
+    runtime: str,
+    pods: Sequence[Mapping[str, float]],
+    *,
+    variant: str = "",
+    replicas: int | None = None,
+    repetition: int = 0,
+    environment: Mapping[str, str] | None = None,
+    memory_mib: float = 0.0,
+    failed: Mapping[str, int] | None = None,
+) -> control_pb2.RunSummary:
+    """A summary as the collector would give it: pods with phase latencies in ms."""
+    replicas = len(pods) if replicas is None else replicas
+    result = control_pb2.RunSummary(
+        spec=control_pb2.RunSpec(
+            run_id=run_id,
+            test_id="report-unit",
+            runtime_class=runtime,
+            variant=variant or runtime,
+            replicas=replicas,
+            repetition=repetition,
+            environment=environment if environment is not None else {"kubernetes": "1.32"},
+        ),
+        state=control_pb2.RUN_STATE_SUCCEEDED,
+        created_ns=T0,
+        memory_per_pod_bytes=memory_mib * (1 << 20),
+    )
+    by_phase: dict[str, list[int]] = defaultdict(list)
+    for ordinal, phases in enumerate(pods):
+        pod = result.pods.add(ordinal=ordinal)
+        pod.pod.name, pod.pod.uid, pod.pod.node = f"{run_id}-{ordinal}", f"u{ordinal}", "n1"
+        for name, ms in phases.items():
+            latency = int(ms * MS)
+            source = P.SOURCE_PROBE if name == "first_response" else P.SOURCE_WATCH
+            pod.phases.add(
+                phase=PHASE[name],
+                source=source,
+                time_ns=T0 + latency,
+                latency_ns=latency,
+                uncertainty_ns=MS,
+            )
+            by_phase[name].append(latency)
+    for name in sorted(by_phase, key=lambda n: PHASE[n]):
+        values = by_phase[name]
+        result.phases.add(
+            phase=PHASE[name],
+            count=len(values),
+            min_ns=min(values),
+            p50_ns=rank(values, 50),
+            p90_ns=rank(values, 90),
+            p99_ns=rank(values, 99),
+            max_ns=max(values),
+            p50_uncertainty_ns=MS,
+            max_uncertainty_ns=MS,
+        )
+    responded = sorted(by_phase.get("first_response", []))
+    result.all_responded_ns = responded[replicas - 1] if len(responded) >= replicas else 0
+    for reason, count in (failed or {}).items():
+        result.failures.add(reason=reason, count=count)
+        result.failed_pods += count
+    return result
+
+
+def lifecycle(first_response: float, *, containerd: bool = False) -> dict[str, float]:
+    """A pod's phases around its first response (ms)."""
+    phases = {"scheduled": 5.0, "running": first_response - 30, "first_response": first_response}
+    phases["ready"] = first_response + 200
+    if containerd:
+        phases["sandbox_started"] = first_response * 0.3
+        phases["container_started"] = first_response * 0.6
+    return phases
+
+
+def study() -> list[control_pb2.RunSummary]:
+    """runc twice (4 pods each), kata-qemu twice at exactly twice runc's latencies."""
+    runc_a = [lifecycle(ms) for ms in (100, 200, 300, 400)]
+    runc_b = [lifecycle(ms) for ms in (150, 250, 350, 450)]
+    kata_a = [lifecycle(2 * ms, containerd=True) for ms in (100, 200, 300, 400)]
+    kata_b = [lifecycle(2 * ms, containerd=True) for ms in (150, 250, 350, 450)]
+    return [
+        summary("kata-1", "kata-qemu", kata_a, memory_mib=150, failed={"OOMKilled": 1}),
+        summary("runc-2", "runc", runc_b, repetition=1, memory_mib=12),
+        summary("runc-1", "runc", runc_a, memory_mib=10),
+        summary(
+            "kata-2", "kata-qemu", kata_b, repetition=1, memory_mib=154, failed={"OOMKilled": 1}
+        ),
+    ]
+
+
+def test_runtimes_pool_the_pods_of_their_repetitions() -> None:
+    report = build_report(study())
+    assert report.baseline == "runc"
+    assert [g.key.label for g in report.groups] == ["runc x4", "kata-qemu x4"]
+    assert [r.run_id for r in report.runs] == ["runc-1", "runc-2", "kata-1", "kata-2"]
+    runc, kata = report.groups
+    assert runc.run_ids == ("runc-1", "runc-2") and runc.pods == 8
+    first = runc.phase("first_response")
+    assert first is not None
+    # Pooled: 100 150 200 250 300 350 400 450 ms -> p50 the 4th, p90 the 8th.
+    assert (first.latency.count, first.latency.p50_ns, first.latency.p90_ns) == (
+        8,
+        250 * MS,
+        450 * MS,
+    )
+    assert (first.latency.min_ns, first.latency.max_ns) == (100 * MS, 450 * MS)
+    # Lifecycle order; containerd phases only where pods have them.
+    assert [row.phase for row in runc.phases] == ["scheduled", "running", "first_response", "ready"]
+    assert [row.phase for row in kata.phases] == [
+        "scheduled", "sandbox_started", "container_started", "running", "first_response", "ready",
+    ]  # fmt: skip
+    assert kata.failures == (("OOMKilled", 2),) and kata.failed_pods == 2
+    assert kata.memory_per_pod_bytes == 152 * (1 << 20)
+    # Across repetitions: each run's own p50 (200 and 250 ms for runc).
+    assert (runc.first_response_p50.low, runc.first_response_p50.high) == (200 * MS, 250 * MS)
+    assert runc.all_responded.count == 2 and runc.all_responded.high == 450 * MS
+
+
+def test_ratios_against_the_baseline_come_with_an_interval() -> None:
+    report = build_report(study(), seed=1)
+    kata = report.groups[1].key
+    comparison = report.comparison(kata, "first_response")
+    assert comparison is not None and comparison.interval is not None
+    assert comparison.baseline == report.groups[0].key
+    assert comparison.interval.ratio == 2.0  # every kata pod at exactly twice a runc pod
+    assert comparison.interval.contains(2.0)
+    assert comparison.interval.low < 2.0 < comparison.interval.high  # 8 pods: not certain
+    assert not comparison.across_environments
+    # Phases only kata has get no ratio; scheduled is the same for both.
+    sandbox = report.comparison(kata, "sandbox_started")
+    assert sandbox is not None and sandbox.interval is None
+    scheduled = report.comparison(kata, "scheduled")
+    assert scheduled is not None and scheduled.interval is not None
+    assert scheduled.interval.ratio == 1.0
+    # Seeded: the same report twice has the same intervals, another seed others.
+    assert build_report(study(), seed=1).comparisons == report.comparisons
+    assert build_report(study(), seed=2).comparisons != report.comparisons
+
+
+def test_the_baseline_is_chosen_or_refused_with_the_runtimes_there_are() -> None:
+    assert build_report(study(), baseline="kata-qemu").groups[0].key.runtime == "kata-qemu"
+    with pytest.raises(
+        UsageError, match=r"'youki' is in none of the runs; runtimes: kata-qemu, runc"
+    ):
+        build_report(study(), baseline="youki")
+    with pytest.raises(UsageError):
+        build_report([])
+    no_runc = [s for s in study() if s.spec.runtime_class != "runc"]
+    no_runc.append(summary("crun-1", "crun", [lifecycle(90)]))
+    assert build_report(no_runc).baseline == "crun"
+    variants = [
+        summary("u1", "urunc", [lifecycle(120)], variant="unikraft-qemu"),
+        summary("u2", "urunc", [lifecycle(300)], variant="linux-qemu"),
+        summary("r1", "runc", [lifecycle(100)]),
+    ]
+    report = build_report(variants, baseline="urunc")
+    assert report.baseline == "urunc/linux-qemu"
+    assert any("urunc has variants" in note for note in report.notes)
+    by_runtime = {g.key.runtime: g for g in report.groups}
+    assert set(by_runtime) == {"urunc/linux-qemu", "urunc/unikraft-qemu", "runc"}
+
+
+def test_other_replica_counts_are_compared_only_with_their_own_baseline() -> None:
+    runs = [*study(), summary("kata-8", "kata-qemu", [lifecycle(200)] * 8)]
+    report = build_report(runs)
+    eight = next(g for g in report.groups if g.key.replicas == 8)
+    assert report.comparison(eight.key, "first_response") is None
+    assert "kata-qemu x8: no runc run with 8 replicas" in report.notes
+
+
+def test_runs_from_different_environments_are_flagged() -> None:
+    runs = study()
+    runs[0].spec.environment["kubernetes"] = "1.31"
+    runs[0].spec.environment["node_kernel"] = "6.6"
+    report = build_report(runs)
+    assert report.differing_keys == ("kubernetes", "node_kernel")
+    assert len(report.environments) == 2
+    kata = report.comparison(report.groups[1].key, "first_response")
+    assert kata is not None and kata.across_environments
+    assert report.groups[1].environments == 2 and report.groups[0].environments == 1
+    assert any("2 different environments" in note for note in report.notes)
+    console = Console(file=io.StringIO(), width=200)
+    print_report(report, console)
+    text = console.file.getvalue()  # type: ignore[attr-defined]
+    assert "≠env" in text and "1.31" in text
+    html = render_html(report, [])
+    assert "differs" in html and "≠env" in html
+
+
+def test_the_comparison_table_has_a_row_per_runtime() -> None:
+    report = build_report(study())
+    console = Console(file=io.StringIO(), width=220)
+    console.print(comparison_table(report))
+    text = console.file.getvalue()  # type: ignore[attr-defined]
+    assert "first_response by runtime, against runc" in text
+    runc_line = next(line for line in text.splitlines() if "│ runc" in line)
+    assert "baseline" in runc_line and "250.0" in runc_line
+    kata_line = next(line for line in text.splitlines() if "│ kata-qemu" in line)
+    assert "2.00 [" in kata_line and "500.0" in kata_line
+
+
+def png_size(png: bytes) -> tuple[int, int]:
+    assert png[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
+    assert png[12:16] == b"IHDR"
+    width, height = struct.unpack(">II", png[16:24])
+    return int(width), int(height)
+
+
+def pixels_of(png: bytes, colour: str) -> int:
+    """How many pixels have this colour (#rrggbb), give or take antialiasing."""
+    image = imread(io.BytesIO(png), format="png")[..., :3]
+    target = np.array([int(colour[i : i + 2], 16) / 255 for i in (1, 3, 5)])
+    return int((np.abs(image - target).max(axis=-1) < 0.02).sum())
+
+
+def drawn_fraction(png: bytes) -> float:
+    image = imread(io.BytesIO(png), format="png")[..., :3]
+    return float((image.min(axis=-1) < 0.9).mean())
+
+
+def hundred_pods() -> Report:
+    slow = [lifecycle(300 + 7 * i, containerd=True) for i in range(100)]
+    fast = [lifecycle(100 + 3 * i) for i in range(100)]
+    slow[3]["failed"] = 900.0
+    return build_report(
+        [summary("fast", "runc", fast), summary("slow", "kata-fc", slow)], resamples=200
+    )
+
+
+def test_the_figures_are_pngs_of_the_expected_size_with_something_drawn() -> None:
+    report = hundred_pods()
+    cdf = cdf_plot(report)
+    assert cdf is not None and cdf.name == "cdf-first_response.png"
+    assert png_size(cdf.png) == (10 * DPI, 6 * DPI)
+    assert drawn_fraction(cdf.png) > 0.02
+    boxes = repetitions_plot(report)
+    assert boxes is not None and png_size(boxes.png) == (12 * DPI, int(5.5 * DPI))
+    slow, fast = (next(r for r in report.runs if r.run_id == name) for name in ("slow", "fast"))
+    timeline = timeline_plot(slow)
+    width, height = png_size(timeline.png)
+    assert width == 12 * DPI and height > 10 * DPI  # 100 rows get room
+    # Every stage has its colour in the figure (segments drawn), and failed pods a marker.
+    for colour in ("#9e9e9e", "#8e6bbf", "#4c72b0", "#64b5cd", "#55a868", "#dd8452", "#c44e52"):
+        assert pixels_of(timeline.png, colour) > 50, colour
+    # A pod without containerd events has no sandbox or container segment.
+    plain = timeline_plot(fast).png
+    assert pixels_of(plain, "#8e6bbf") == 0 and pixels_of(plain, "#55a868") > 1000
+    names = [p.name for p in render_plots(report)]
+    assert names == [
+        "cdf-first_response.png",
+        "repetitions.png",
+        "timeline-fast.png",
+        "timeline-slow.png",
+    ]
+
+
+def test_the_html_is_self_contained_and_escapes_what_users_wrote() -> None:
+    runs = study()
+    runs[1].spec.environment["note"] = "<script>alert(1)</script>"
+    report = build_report(runs)
+    html = render_html(report, render_plots(report))
+    assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", html, re.IGNORECASE)
+    assert "<script" not in html and "&lt;script&gt;" in html
+    assert html.count('src="data:image/png;base64,') == 2 + len(report.runs)
+    for run in report.runs:
+        assert run.run_id in html
+    assert "How the numbers are computed" in html and "bootstrap" in html
+
+
+def test_the_json_has_every_number_and_every_pod() -> None:
+    report = build_report(study())
+    data = json.loads(json.dumps(report_json(report)))
+    assert data["baseline"] == "runc"
+    assert data["bootstrap"] == {"resamples": 2000, "seed": 0, "confidence": 0.95, "percent": 50}
+    runc, kata = data["groups"]
+    assert runc["phases"]["first_response"]["p50_ns"] == 250 * MS
+    assert kata["vs_baseline"]["first_response"]["ratio"] == 2.0
+    assert kata["vs_baseline"]["sandbox_started"] is None
+    run = next(r for r in data["runs"] if r["run_id"] == "runc-1")
+    assert run["phases"]["first_response"]["p90_ns"] == 400 * MS
+    pod = run["pods"][2]
+    assert pod["phases"]["first_response"] == {
+        "source": "probe", "time_ns": T0 + 300 * MS, "latency_ns": 300 * MS, "uncertainty_ns": MS,
+    }  # fmt: skip
+
+
+# -- end to end: real runs on the simulated cluster, numbers recomputed from the journal --
+
+SOURCE_RANK_SQL = (
+    "CASE source WHEN 3 THEN 0 WHEN 5 THEN 1 WHEN 2 THEN 2 WHEN 1 THEN 3 WHEN 4 THEN 4 ELSE 5 END"
+)
+"""collector/summaries.py's source preference (containerd > simulator > probe > watch >
+rtctl), restated as SQL."""
+
+
+def journal_events(journal: Path, run_ids: Sequence[str]) -> list[dict[str, Any]]:
+    """Per run, pod and phase, the event the summary should pick: one SQL query."""
+    marks = ",".join("?" * len(run_ids))
+    query = f"""
+        WITH ranked AS (
+          SELECT run_id, pod_uid, phase, source, corrected_ns,
+                 MAX(COALESCE(uncertainty_ns, 0), 0)
+                   + MAX(COALESCE(clock_uncertainty_ns, 0), 0) AS uncertainty_ns,
+                 ROW_NUMBER() OVER (
+                   PARTITION BY run_id, pod_uid, phase
+                   ORDER BY {SOURCE_RANK_SQL}, corrected_ns) AS pick
+          FROM events WHERE run_id IN ({marks}))
+        SELECT ranked.run_id, pod_uid, pods.ordinal, phase, source, corrected_ns,
+               corrected_ns - runs.created_ns AS latency_ns, uncertainty_ns
+        FROM ranked JOIN runs ON runs.run_id = ranked.run_id
+        LEFT JOIN pods ON pods.run_id = ranked.run_id AND pods.uid = ranked.pod_uid
+        WHERE pick = 1"""
+    with sqlite3.connect(f"file:{journal}?mode=ro", uri=True) as conn:
+        conn.row_factory = sqlite3.Row
+        return [dict(row) for row in conn.execute(query, list(run_ids))]
+
+
+def name(enum: Any, value: int, prefix: str) -> str:
+    """``first_response`` for PHASE_FIRST_RESPONSE, ``probe`` for SOURCE_PROBE."""
+    return str(enum.Name(value)).removeprefix(prefix).lower()
+
+
+def phase_numbers(events: Sequence[Mapping[str, int]]) -> dict[str, int]:
+    """count, min, p50/p90/p99/max latency and p50/max uncertainty of these chosen events."""
+    latencies = [e["latency_ns"] for e in events]
+    uncertainties = [e["uncertainty_ns"] for e in events]
+    return {
+        "count": len(latencies),
+        "min_ns": min(latencies),
+        "p50_ns": rank(latencies, 50),
+        "p90_ns": rank(latencies, 90),
+        "p99_ns": rank(latencies, 99),
+        "max_ns": max(latencies),
+        "p50_uncertainty_ns": rank(uncertainties, 50),
+        "max_uncertainty_ns": max(uncertainties),
+    }
+
+
+def pods_without_gone(journal: Path, run_ids: Sequence[str]) -> int:
+    marks = ",".join("?" * len(run_ids))
+    with sqlite3.connect(f"file:{journal}?mode=ro", uri=True) as conn:
+        (missing,) = conn.execute(
+            f"SELECT COUNT(*) FROM pods WHERE run_id IN ({marks}) AND uid NOT IN"
+            f" (SELECT pod_uid FROM events WHERE phase = ? AND run_id IN ({marks}))",
+            [*run_ids, P.PHASE_GONE, *run_ids],
+        ).fetchone()
+        (pods,) = conn.execute(
+            f"SELECT COUNT(*) FROM pods WHERE run_id IN ({marks})", list(run_ids)
+        ).fetchone()
+    return int(missing) if pods else -1
+
+
+async def test_report_numbers_match_the_journal(stack: Stack, tmp_path: Path) -> None:
+    test_id, replicas = "report-e2e", 6
+    runs = {"report-runc-1": "runc", "report-runsc-1": "runsc", "report-runc-2": "runc"}
+    for run_id, runtime in runs.items():
+        done = await asyncio.to_thread(
+            stack.rtctl,
+            *("start-run", "--runtime-class", runtime, "--replicas", str(replicas)),
+            *("--test-id", test_id, "--run-id", run_id, "--settle", "0", "--format", "json"),
+        )
+        assert done.returncode == 0, done.stderr
+    # start-run waited until the pods were gone from the API; the agents' last events
+    # (gone) reach the journal just after. Once they have, nothing of these runs changes.
+    await wait_until(
+        lambda: pods_without_gone(stack.journal, list(runs)) == 0,
+        within=60,
+        what="a gone event for every pod in the journal",
+    )
+
+    out = tmp_path / "report"
+    done = await asyncio.to_thread(
+        stack.rtctl,
+        *("report", "--test-id", test_id, "--format", "json", "--out", str(out)),
+        *("--bootstrap", "500", "--seed", "3"),
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"report: {out / 'report.html'}" in done.stderr
+    data = json.loads(done.stdout)
+
+    picked = journal_events(stack.journal, list(runs))
+    assert {r["run_id"] for r in data["runs"]} == set(runs)
+    for run in data["runs"]:
+        mine = [e for e in picked if e["run_id"] == run["run_id"]]
+        by_phase: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        pods: dict[int, dict[str, dict[str, Any]]] = defaultdict(dict)
+        for e in mine:
+            phase = name(P.Phase, e["phase"], "PHASE_")
+            by_phase[phase].append(e)
+            pods[e["ordinal"]][phase] = {
+                "source": name(P.Source, e["source"], "SOURCE_"),
+                "time_ns": e["corrected_ns"],
+                "latency_ns": e["latency_ns"],
+                "uncertainty_ns": e["uncertainty_ns"],
+            }
+        expected = {phase: phase_numbers(events) for phase, events in by_phase.items()}
+        assert run["phases"] == expected, run["run_id"]
+        assert run["phases"]["first_response"]["count"] == replicas
+        assert {p["ordinal"]: p["phases"] for p in run["pods"]} == pods, run["run_id"]
+
+    # Per runtime: the pods of both runc runs pooled, recomputed from the journal too.
+    groups = {g["runtime"]: g for g in data["groups"]}
+    assert data["baseline"] == "runc" and list(groups) == ["runc", "runsc"]
+    assert sorted(groups["runc"]["run_ids"]) == ["report-runc-1", "report-runc-2"]
+    pooled: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
+    for e in picked:
+        pooled[runs[e["run_id"]]][name(P.Phase, e["phase"], "PHASE_")].append(e)
+    for runtime, group in groups.items():
+        assert "first_response" in group["phases"] and "gone" not in group["phases"]
+        for phase, numbers in group["phases"].items():
+            assert numbers == phase_numbers(pooled[runtime][phase]), (runtime, phase)
+    ratio = groups["runsc"]["vs_baseline"]["first_response"]
+    first = {
+        rt: rank([e["latency_ns"] for e in pooled[rt]["first_response"]], 50)
+        for rt in ("runc", "runsc")
+    }
+    assert ratio["ratio"] == first["runsc"] / first["runc"]
+    assert ratio["low"] <= ratio["ratio"] <= ratio["high"]
+    assert (ratio["count"], ratio["baseline_count"], ratio["resamples"]) == (6, 12, 500)
+
+    # The files: a self-contained page naming every run, and the figures.
+    html = (out / "report.html").read_text()
+    assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", html, re.IGNORECASE)
+    assert all(run_id in html for run_id in runs)
+    assert json.loads((out / "report.json").read_text()) == data
+    assert png_size((out / "cdf-first_response.png").read_bytes()) == (10 * DPI, 6 * DPI)
+    for run_id in runs:
+        timeline = (out / f"timeline-{run_id}.png").read_bytes()
+        assert pixels_of(timeline, "#55a868") > 100  # the responding segments are drawn
+
+    text = await asyncio.to_thread(stack.rtctl, "report", "report-runsc-1", "report-runc-1")
+    assert text.returncode == 0, text.stderr
+    assert "first_response by runtime, against runc" in text.stdout
+    assert "run report-runsc-1" in text.stdout and "report-runc-2" not in text.stdout
+
+
+async def test_report_refuses_what_it_cannot_report_on(stack: Stack) -> None:
+    nothing = await asyncio.to_thread(stack.rtctl, "report", "--test-id", "no-such-test")
+    assert nothing.returncode == 2
+    assert (
+        nothing.stderr.strip()
+        == "rtctl: no finished runs with test id 'no-such-test' in the collector"
+    )
+    unknown = await asyncio.to_thread(stack.rtctl, "report", "no-such-run")
+    assert unknown.returncode == 1 and "no-such-run" in unknown.stderr
+    bad = await asyncio.to_thread(stack.rtctl, "report", "--bootstrap", "0")
+    assert bad.returncode == 2 and "--bootstrap" in bad.stderr
+
+
+def test_a_container_start_seen_after_the_first_response_is_a_tick_not_a_segment() -> None:
+    """The watch reports container starts up to a PLEG period late (DESIGN.md)."""
+    on_time = [{**lifecycle(400), "container_started": 300.0} for _ in range(20)]
+    late = [{**lifecycle(400), "container_started": 420.0} for _ in range(20)]
+    report = build_report([summary("on-time", "runc", on_time), summary("late", "crun", late)])
+    drawn = {run.run_id: timeline_plot(run).png for run in report.runs}
+    segment, tick = pixels_of(drawn["on-time"], "#4c72b0"), pixels_of(drawn["late"], "#4c72b0")
+    assert 0 < tick * 5 < segment, (tick, segment)
+    # Without it, the pod went from scheduled to running in one segment; first response
+    # still spans 370..400 ms.
+    responding = [pixels_of(drawn[name], "#55a868") for name in ("on-time", "late")]
+    assert abs(responding[0] - responding[1]) < 0.1 * responding[0], responding
+    assert pixels_of(drawn["late"], "#64b5cd") > 2 * pixels_of(drawn["on-time"], "#64b5cd")
