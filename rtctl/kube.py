@@ -163,8 +163,9 @@ class Cluster:
     async def version(self) -> Obj:
         """``GET /version``: gitVersion, platform, ...
 
-        Asked for directly rather than through ``VersionApi.get_code``, which requests
-        ``/version/`` with a trailing slash that not every server (the simulator) serves.
+        Asked for directly, at the path kubectl uses, rather than through
+        ``VersionApi.get_code``, which requests ``/version/`` with a trailing slash that
+        proxies in front of an API server do not always pass on.
         """
 
         def get(**kw: Any) -> Any:

@@ -233,6 +233,9 @@ def routes() -> list[web.RouteDef]:
     /openapi/v2, /openapi/v3. Registered before the resource routes."""
     table = [
         web.get("/version", _version),
+        # kubernetes-asyncio's VersionApi asks for /version/; the real API server
+        # answers both spellings.
+        web.get("/version/", _version),
         web.get("/api", _api),
         web.get("/apis", _apis),
     ]

@@ -45,6 +45,7 @@ async def _json(client: TestClient[web.Request, web.Application], path: str) -> 
 
 async def test_version_is_a_version_info(client: TestClient[web.Request, web.Application]) -> None:
     info = await _json(client, "/version")
+    assert await _json(client, "/version/") == info, "the trailing-slash spelling clients use"
     assert (info["major"], info["minor"]) == ("1", "32")
     assert info["gitVersion"] == "v1.32.0-rtbench-sim"
     assert set(info) >= {"gitCommit", "gitTreeState", "buildDate", "goVersion", "platform"}
