@@ -3,7 +3,8 @@
 ``NodeObserver`` joins the parts: the watcher (watching.py) hands each pod
 object, stamped on arrival, to the tracker (transitions.py), whose events go to
 the outbox; the tracker's view of each pod decides what the prober
-(probing.py) probes and which pods the sampler (resources.py) reads. Unless
+(probing.py) probes and which pods the sampler (resources.py) reads; events of
+a pod becoming ready or answering also ask the sampler for a node sample. Unless
 ``containerd_socket`` is off, the runtime-event reader (runtimeevents.py) adds
 containerd's sandbox and container phases for the pods the tracker knows; the
 tracker tells it when a pod becomes known, and its container starts hint the
@@ -47,7 +48,7 @@ from rtbench.v1 import agent_pb2, events_pb2
 from .errors import AgentError, ConfigError, TaskDied
 from .outbox import Outbox
 from .probing import Prober
-from .resources import ResourceSampler, local_facts
+from .resources import ResourceSampler, SampleOnMilestones, local_facts
 from .runtimeevents import RuntimeEvents
 from .transitions import Obj, PodTracker, Stamp
 from .watching import PodWatcher
@@ -232,13 +233,15 @@ class NodeObserver:
 
     def __init__(self, api: k8s.ApiClient, outbox: Outbox, settings: ObserveSettings) -> None:
         self._api = api
-        self._outbox = outbox
         self._settings = settings
         self.tracker = PodTracker(
             settings.node, default_port=settings.probe_port, default_path=settings.probe_path
         )
-        self.prober = Prober(outbox, settings)
         self.sampler = ResourceSampler(outbox, settings, self._refs)
+        # Ready and first-response events, from the tracker and the prober, also ask for a
+        # node sample at once: the "after" of memory per pod, before rtctl can delete.
+        self._outbox = outbox = SampleOnMilestones(outbox, self.sampler)
+        self.prober = Prober(outbox, settings)
         self.watcher = PodWatcher(api, self, settings)
         self.runtime: RuntimeEvents | None = None
         if settings.containerd_socket != "off":

@@ -2,11 +2,20 @@
 
 DESIGN.md measures memory per pod the way the Kata and VU Amsterdam studies did:
 (node MemAvailable before - after all pods are ready) / pods on the node. So the
-sampler takes a node sample the moment the first pod of a run appears (the
-"before"), then every ``sample_interval_s`` while pods are tracked, and only
-every ``idle_sample_interval_s`` in between runs. CPU busy is the fraction of
-all CPUs' time that was not idle or iowait since the previous sample, from the
-first line of /proc/stat.
+sampler takes a node sample the moment the first pod of a run appears while it
+is idle (the "before"), then every ``sample_interval_s`` while pods are
+tracked, and only every ``idle_sample_interval_s`` in between runs. A periodic
+sample cannot be the "after": rtctl deletes a run as soon as every replica
+answered and is ready, often within 100 ms of the last ready, so the next
+periodic sample may already see the pods' memory freed. Hence one more node
+sample whenever a pod of a run is seen to become ready or to give its first
+response (``milestone()``, called through ``SampleOnMilestones``, the outbox in
+front of the uplink): taken at once, right after the event is stamped, unless
+an extra sample was taken less than ``EXTRA_SAMPLE_GAP_S`` ago, in which case
+one follows when that gap has passed (a burst of 100 readies costs a few
+samples, and the last ready still gets one after it). CPU busy is the fraction
+of all CPUs' time that was not idle or iowait since the previous sample (of
+either kind), from the first line of /proc/stat.
 
 Per pod, the pod cgroup's own account is read where the agent can see it:
 ``memory.current`` (cgroup v2) or ``memory.usage_in_bytes`` (v1), found by
@@ -25,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import platform
 import time
@@ -41,7 +51,15 @@ from .outbox import Outbox
 if TYPE_CHECKING:
     from .observing import ObserveSettings
 
-__all__ = ["CgroupFinder", "CpuTimes", "ResourceSampler", "local_facts", "read_meminfo"]
+__all__ = [
+    "EXTRA_SAMPLE_GAP_S",
+    "CgroupFinder",
+    "CpuTimes",
+    "ResourceSampler",
+    "SampleOnMilestones",
+    "local_facts",
+    "read_meminfo",
+]
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +68,12 @@ KUBEPODS_DEPTH = 3
 LOOKUP_RETRY_S = 1.0
 """A pod's cgroup appears with its sandbox; until then look again at most this often."""
 MEMORY_FILES = ("memory.current", "memory.usage_in_bytes")
+EXTRA_SAMPLE_GAP_S = 0.01
+"""At least this long between two extra (milestone) node samples. Reading meminfo and
+stat takes tens of µs, so even a sample per gap is under 1% of a core; the "after"
+sample it delays by at most this much still comes long before rtctl's delete."""
+MILESTONES = frozenset((events_pb2.PHASE_READY, events_pb2.PHASE_FIRST_RESPONSE))
+"""The events after which memory per pod needs a node sample (its "after")."""
 
 
 def read_meminfo(path: Path) -> dict[str, int]:
@@ -187,9 +211,15 @@ class ResourceSampler:
         self._cgroups = CgroupFinder(settings.cgroup_root)
         self._cpu: CpuTimes | None = None
         self._wakeup = asyncio.Event()
-        self._had_pods = False
+        self._waiting_idle = False
+        self._start_now = False
+        self._last_extra = -math.inf
+        self._extra_due: float | None = None
         self._warned = False
         self.node_samples = 0
+        """Node samples taken, periodic and extra."""
+        self.extra_samples = 0
+        """Of those, the ones taken for a milestone (a pod ready or answering)."""
         self.pod_samples = 0
         self.unreadable = 0
         """Node or pod files that could not be read (counted, logged once)."""
@@ -198,7 +228,23 @@ class ResourceSampler:
 
     def pods_changed(self) -> None:
         """The tracked pods changed; the first pod of a run gets its "before" at once."""
-        if not self._had_pods and self._pods():
+        if self._waiting_idle and self._pods():
+            self._start_now = True
+            self._wakeup.set()
+
+    def milestone(self) -> None:
+        """A pod of a run became ready or answered: a node sample now, or once the gap passed.
+
+        Called synchronously from the observers, right after the event was stamped and
+        handed over, so the sample's time follows the event's.
+        """
+        if self._extra_due is not None:
+            return  # one is due shortly, after this milestone too
+        now = time.monotonic()
+        if now - self._last_extra >= EXTRA_SAMPLE_GAP_S:
+            self._extra(now)
+        else:
+            self._extra_due = self._last_extra + EXTRA_SAMPLE_GAP_S
             self._wakeup.set()
 
     def forget(self, uid: str) -> None:
@@ -211,15 +257,37 @@ class ResourceSampler:
             self._unreadable(exc)
         while True:
             pods = self._pods()
-            self._had_pods = bool(pods)
             self.sample(pods)
             interval = self._s.sample_interval_s if pods else self._s.idle_sample_interval_s
-            self._wakeup.clear()
-            try:
-                async with asyncio.timeout(interval):
-                    await self._wakeup.wait()
-            except TimeoutError:
-                pass
+            await self._wait(time.monotonic() + interval, idle=not pods)
+
+    async def _wait(self, until: float, *, idle: bool) -> None:
+        """Until the next periodic sample (or a first pod while idle), taking extra ones due."""
+        self._waiting_idle = idle
+        self._start_now = False
+        try:
+            while not self._start_now:
+                now = time.monotonic()
+                if self._extra_due is not None and now >= self._extra_due:
+                    self._extra(now)
+                    continue
+                if now >= until:
+                    return
+                due = until if self._extra_due is None else min(until, self._extra_due)
+                self._wakeup.clear()
+                try:
+                    async with asyncio.timeout(due - now):
+                        await self._wakeup.wait()
+                except TimeoutError:
+                    pass
+        finally:
+            self._waiting_idle = False
+
+    def _extra(self, now: float) -> None:
+        self._extra_due = None
+        self._last_extra = now
+        self.extra_samples += 1
+        self.sample(())
 
     def sample(self, pods: Collection[events_pb2.PodRef]) -> None:
         """One node sample and one sample per pod whose cgroup is readable."""
@@ -263,3 +331,24 @@ class ResourceSampler:
         if not self._warned:
             self._warned = True
             log.warning("cannot read node resources under %s: %s", self._s.proc_root, exc)
+
+
+class SampleOnMilestones:
+    """An ``Outbox`` in front of another: passes every record on, and after an event
+    that a pod of a run became ready or gave its first response asks the sampler for
+    an extra node sample (the "after" of memory per pod)."""
+
+    def __init__(self, outbox: Outbox, sampler: ResourceSampler) -> None:
+        self._outbox = outbox
+        self._sampler = sampler
+
+    def put_event(self, event: events_pb2.Event) -> None:
+        self._outbox.put_event(event)
+        if event.phase in MILESTONES and event.pod.run_id:
+            self._sampler.milestone()
+
+    def put_probe(self, probe: events_pb2.ProbeResult) -> None:
+        self._outbox.put_probe(probe)
+
+    def put_sample(self, sample: events_pb2.ResourceSample) -> None:
+        self._outbox.put_sample(sample)

@@ -23,13 +23,29 @@ written down here and nothing is estimated that the journal does not hold:
 - failures: per reason of the ``failed`` events, the number of distinct pods;
   failed_pods: the number of distinct pods with any ``failed`` event (a pod
   reported as both Error and CrashLoopBackOff is one failed pod).
-- memory per pod (DESIGN.md): per node, MemAvailable of the last node sample at
-  or before the create (else the first one after it, taken before the node's
-  first pod of the run was scheduled) minus MemAvailable of the first node
-  sample after all of that node's pods of the run were ready (first response
-  when the node saw no ready events), divided by those pods. Pods that never
-  got there (failed) are neither waited for nor counted. Nodes are averaged
-  weighted by their pods; 0 when no node has both samples.
+- memory per pod (DESIGN.md): per node, (MemAvailable "before" - MemAvailable
+  "after") / the node's pods that got there. Only node-level samples count.
+  "before" must see none of this run's memory and none of the previous run's,
+  so it is the agent's sample at first sight of the node's first pod of the run:
+  the first sample at or after the node's earliest ``scheduled`` that is still
+  at or before the pods started consuming memory (the earliest of their
+  sandbox_created, sandbox_started, container_created, container_started,
+  running and first_response times). Not the last sample before that start: a
+  Kata VM boots before containerd reports its sandbox created, so a periodic
+  sample in between may hold part of it. Without a first-sight sample, the last
+  sample at or before that start. When the node's pods have none of those phases, the last sample
+  at or before the create, else the first one after it that precedes the
+  node's first scheduled pod. The create time is not the rule, because with
+  the agent's 5 s idle interval the last sample before it can predate the
+  previous run's teardown. "after" is the first sample at or after the node's
+  last ``ready`` (its last ``first_response`` when the node saw no ready
+  events), but not after the run's deletion started there (the node's first
+  ``deletion_requested`` of the run's pods): rtctl deletes as soon as all
+  replicas are ready, and a later sample may see the memory freed. The agent
+  samples right after each ready or first response for this. A node without
+  both samples is left out, pods and all, rather than reported wrong. Pods that
+  never got there (failed) are neither waited for nor counted. Nodes are
+  averaged weighted by their pods; 0 when no node has both samples.
 - clocks: per agent that reported events of the run, the clock estimate that
   corrected them, taken from the run's batches (not the agent's current one):
   the batch with the largest uncertainty, with its offset. Uncertainty -1 when
@@ -67,6 +83,16 @@ _READY = events_pb2.PHASE_READY
 _FIRST_RESPONSE = events_pb2.PHASE_FIRST_RESPONSE
 _SCHEDULED = events_pb2.PHASE_SCHEDULED
 _FAILED = events_pb2.PHASE_FAILED
+_DELETION = events_pb2.PHASE_DELETION_REQUESTED
+_CONSUMING = (
+    events_pb2.PHASE_SANDBOX_CREATED,
+    events_pb2.PHASE_SANDBOX_STARTED,
+    events_pb2.PHASE_CONTAINER_CREATED,
+    events_pb2.PHASE_CONTAINER_STARTED,
+    events_pb2.PHASE_RUNNING,
+    events_pb2.PHASE_FIRST_RESPONSE,
+)
+"""Phases by which a pod's memory is surely being spent on the node."""
 
 
 @dataclass
@@ -185,19 +211,43 @@ def _memory_per_pod(
         done = [p[target].time_ns for p in node_pods if target in p]
         if not done:
             continue
-        scheduled = [p[_SCHEDULED].time_ns for p in node_pods if _SCHEDULED in p]
-        first_pod = min(scheduled or [s.time_ns for p in node_pods for s in p.values()])
-        before = _node_sample(conn, node, "corrected_ns <= ?", (created,), descending=True)
-        if before is None:
-            before = _node_sample(
-                conn, node, "corrected_ns > ? AND corrected_ns < ?", (created, first_pod)
-            )
-        after = _node_sample(conn, node, "corrected_ns > ?", (max(done),))
+        before = _before(conn, node, node_pods, created)
+        deletions = [p[_DELETION].time_ns for p in node_pods if _DELETION in p]
+        window = "corrected_ns >= ? AND corrected_ns <= ?"
+        after = _node_sample(conn, node, window, (max(done), min(deletions, default=_NO_END)))
         if before is None or after is None:
             continue
         freed += before - after
         counted += len(done)
     return freed / counted if counted else 0.0
+
+
+_NO_END = 2**63 - 1
+"""The largest SQLite integer: no deletion, no upper bound for "after"."""
+
+
+def _before(
+    conn: sqlite3.Connection, node: str, node_pods: list[dict[int, _Seen]], created: int
+) -> int | None:
+    """MemAvailable of the node's "before" sample (the module docstring gives the rule)."""
+    scheduled = [p[_SCHEDULED].time_ns for p in node_pods if _SCHEDULED in p]
+    consuming = [p[phase].time_ns for p in node_pods for phase in _CONSUMING if phase in p]
+    if consuming:
+        start = min(consuming)
+        if scheduled and min(scheduled) <= start:
+            first_sight = _node_sample(
+                conn, node, "corrected_ns >= ? AND corrected_ns <= ?", (min(scheduled), start)
+            )
+            if first_sight is not None:
+                return first_sight
+        return _node_sample(conn, node, "corrected_ns <= ?", (start,), descending=True)
+    first_pod = min(scheduled or [s.time_ns for p in node_pods for s in p.values()])
+    before = _node_sample(conn, node, "corrected_ns <= ?", (created,), descending=True)
+    if before is None:
+        before = _node_sample(
+            conn, node, "corrected_ns > ? AND corrected_ns < ?", (created, first_pod)
+        )
+    return before
 
 
 def _node_sample(

@@ -6,7 +6,11 @@
   drivers, cgroup v1 and v2, a nested kubelet slice), looked up again until
   they appear, unreadable ones skipped and counted;
 - the sampler takes the "before" sample as soon as the first pod appears and
-  samples pods while they are tracked;
+  samples pods while they are tracked, again for the next run's first pod;
+- a pod of a run becoming ready or answering gets a node sample at once (the
+  "after" of memory per pod), bursts coalesced to one per ``EXTRA_SAMPLE_GAP_S``
+  without leaving the last milestone unsampled; the observer wires it so, for
+  the tracker's ready events and the prober's first responses;
 - local node facts from the written /proc; memory of the simulated node falls
   as its pods start (the simulator's meminfo, copied into the test's /proc).
 """
@@ -14,6 +18,8 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -22,7 +28,16 @@ from kubernetes_asyncio import client as k8s
 
 from agent.observing import ObserveSettings
 from agent.outbox import RecordingOutbox
-from agent.resources import LOOKUP_RETRY_S, CgroupFinder, CpuTimes, ResourceSampler, local_facts
+from agent.resources import (
+    EXTRA_SAMPLE_GAP_S,
+    LOOKUP_RETRY_S,
+    CgroupFinder,
+    CpuTimes,
+    ResourceSampler,
+    SampleOnMilestones,
+    local_facts,
+)
+from rtbench.clock import wall_ns
 from rtbench.v1 import events_pb2
 from simcluster.cluster import SimCluster
 
@@ -231,3 +246,147 @@ async def test_the_simulated_nodes_memory_falls_as_pods_start(
     # Each runc pod costs the simulated node 10 MiB plus its workload's RSS.
     assert before - after >= 6 * 10 * 2**20
     assert node[0].mem_total_bytes == node[-1].mem_total_bytes
+
+
+async def test_the_next_runs_first_pod_gets_its_before_at_once_too(
+    sampler_task: tuple[ResourceSampler, RecordingOutbox, list[events_pb2.PodRef]],
+    wait_for: WaitFor,
+) -> None:
+    sampler, _, pods = sampler_task
+
+    async def one_run() -> None:
+        await asyncio.sleep(0.3)  # idle: the previous run's pods are gone
+        idle = sampler.node_samples
+        pods.append(pod_ref())
+        sampler.pods_changed()
+        await wait_for(lambda: sampler.node_samples > idle, within=30)  # not in a minute
+        await wait_for(lambda: sampler.node_samples > idle + 2)  # every 50 ms while tracked
+        pods.clear()
+        sampler.pods_changed()
+
+    await one_run()
+    await one_run()
+
+
+def node_samples_of(outbox: RecordingOutbox) -> list[events_pb2.ResourceSample]:
+    return [s for s in outbox.samples if not s.HasField("pod")]
+
+
+@pytest.fixture
+async def quiet_sampler(
+    tmp_path: Path,
+) -> AsyncIterator[tuple[ResourceSampler, RecordingOutbox]]:
+    """A running sampler with one pod tracked whose periodic samples are a minute apart,
+    so every further node sample is an extra one."""
+    outbox = RecordingOutbox()
+    settings = ObserveSettings(
+        node="n",
+        proc_root=write_proc(tmp_path / "proc"),
+        cgroup_root=tmp_path,
+        sample_interval_s=60.0,
+        idle_sample_interval_s=60.0,
+    )
+    sampler = ResourceSampler(outbox, settings, lambda: [pod_ref()])
+    task = asyncio.get_running_loop().create_task(sampler.run(), name="sampler")
+    await asyncio.sleep(0)
+    yield sampler, outbox
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert task.cancelled()
+
+
+async def test_a_milestone_gets_a_node_sample_at_once(
+    quiet_sampler: tuple[ResourceSampler, RecordingOutbox],
+) -> None:
+    sampler, outbox = quiet_sampler
+    assert sampler.node_samples == 1  # the periodic one at start
+    await asyncio.sleep(2 * EXTRA_SAMPLE_GAP_S)
+    seen = wall_ns()
+    sampler.milestone()
+    # Synchronously, before the caller even yields: nothing can come in between.
+    assert sampler.node_samples == 2 and sampler.extra_samples == 1
+    extra = node_samples_of(outbox)[-1]
+    assert extra.time_ns >= seen and extra.mem_available_bytes == 6000000 * 1024
+    assert not [s for s in outbox.samples if s.HasField("pod") and s.time_ns >= seen]
+
+
+async def test_a_burst_of_milestones_is_coalesced_and_its_last_one_sampled(
+    quiet_sampler: tuple[ResourceSampler, RecordingOutbox], wait_for: WaitFor
+) -> None:
+    sampler, outbox = quiet_sampler
+    start = time.monotonic()
+    for _ in range(500):
+        sampler.milestone()
+    last_seen = wall_ns()
+    burst = time.monotonic() - start
+    # The last milestone of the burst gets a sample after it, within the gap (here
+    # generously: the periodic one is a minute away).
+    await wait_for(lambda: node_samples_of(outbox)[-1].time_ns >= last_seen, within=30)
+    await asyncio.sleep(5 * EXTRA_SAMPLE_GAP_S)
+    # One at once, then at most one per gap while the burst lasted, and one after it.
+    assert 2 <= sampler.extra_samples <= 2 + int(burst / EXTRA_SAMPLE_GAP_S)
+    assert sampler.node_samples == 1 + sampler.extra_samples
+    times = [s.time_ns for s in node_samples_of(outbox)[1:]]
+    assert all(b - a >= EXTRA_SAMPLE_GAP_S * 1e9 * 0.9 for a, b in itertools.pairwise(times))
+
+
+def test_only_a_runs_ready_and_first_response_ask_for_a_sample(tmp_path: Path) -> None:
+    outbox = RecordingOutbox()
+    settings = ObserveSettings(node="n", proc_root=write_proc(tmp_path / "proc"))
+    sampler = ResourceSampler(outbox, settings, list)
+    tap = SampleOnMilestones(outbox, sampler)
+    of_run = events_pb2.PodRef(uid=UID, name="web-1", node="n", run_id="r1")
+    phases = (
+        events_pb2.PHASE_SCHEDULED,
+        events_pb2.PHASE_CONTAINER_STARTED,
+        events_pb2.PHASE_RUNNING,
+        events_pb2.PHASE_DELETION_REQUESTED,
+    )
+    for phase in phases:
+        tap.put_event(events_pb2.Event(pod=of_run, phase=phase))
+    tap.put_event(events_pb2.Event(pod=pod_ref(), phase=events_pb2.PHASE_READY))  # no run
+    tap.put_probe(events_pb2.ProbeResult(pod=of_run, ok=True))
+    tap.put_sample(events_pb2.ResourceSample(pod=of_run, pod_memory_bytes=1))
+    assert sampler.node_samples == 0
+    assert len(outbox.events) == 5 and len(outbox.probes) == 1 and len(outbox.samples) == 1
+    tap.put_event(events_pb2.Event(pod=of_run, phase=events_pb2.PHASE_READY))
+    assert sampler.extra_samples == 1
+    # The event first, then its sample: the outbox keeps the order of observation.
+    assert outbox.events[-1].phase == events_pb2.PHASE_READY and len(outbox.samples) == 2
+    time.sleep(EXTRA_SAMPLE_GAP_S)
+    tap.put_event(events_pb2.Event(pod=of_run, phase=events_pb2.PHASE_FIRST_RESPONSE))
+    assert sampler.extra_samples == 2
+
+
+async def test_the_observer_samples_the_node_after_each_ready_and_first_response(
+    observe: Observe, api: k8s.ApiClient, wait_for: WaitFor, tmp_path: Path
+) -> None:
+    """Periodic samples a minute apart: what follows the last ready is the extra one."""
+    one = observe(
+        "sim-node-1",
+        proc_root=write_proc(tmp_path / "proc"),
+        cgroup_root=tmp_path,
+        sample_interval_s=60.0,
+        idle_sample_interval_s=60.0,
+        containerd_socket="off",
+    )
+    deployment = workload_deployment("milestones", 3, run_id="milestones-1")
+    deployment["spec"]["template"]["spec"]["nodeSelector"] = {
+        "kubernetes.io/hostname": "sim-node-1"
+    }
+    await k8s.AppsV1Api(api).create_namespaced_deployment("default", as_body(deployment))
+
+    def last(phase: int) -> int:
+        times = [e.time_ns for e in one.outbox.events if e.phase == phase]
+        return max(times) if len(times) == 3 else 0
+
+    await wait_for(lambda: last(events_pb2.PHASE_READY), within=60)
+    await wait_for(lambda: last(events_pb2.PHASE_FIRST_RESPONSE), within=60)
+    # The sample after the last milestone comes within the gap, not a minute later.
+    latest = max(last(events_pb2.PHASE_READY), last(events_pb2.PHASE_FIRST_RESPONSE))
+    await wait_for(lambda: node_samples_of(one.outbox)[-1].time_ns >= latest, within=30)
+    for phase in (events_pb2.PHASE_READY, events_pb2.PHASE_FIRST_RESPONSE):
+        for event in [e for e in one.outbox.events if e.phase == phase]:
+            after = [s.time_ns for s in node_samples_of(one.outbox) if s.time_ns >= event.time_ns]
+            assert after and min(after) - event.time_ns < 5 * 10**9, event
+    assert one.observer.sampler.extra_samples >= 1

@@ -5,10 +5,15 @@ have clock offsets of +1 ms and -2 ms; pod i answers its first probe at
 T0 + 10·(i+1) ms and is ready 5 ms later; an eleventh pod is OOMKilled. Raw
 agent times are written as "collector time - offset", so the expectations can
 be stated in the collector timebase.
+
+The memory tests at the end build small runs of their own, one per rule of
+"before" and "after" (collector/summaries.py): a stale sample before the create,
+a VM booting before its sandbox_created event, samples after the delete.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
@@ -345,3 +350,105 @@ def test_clocks_are_those_that_corrected_the_run(tmp_path: Path) -> None:
     node, unknown = clocks["agent-b"]
     assert node == "node-b"
     assert (unknown.offset_ns, unknown.uncertainty_ns, unknown.samples) == (-2 * MS, -1, 8)
+
+
+# -- memory per pod: which node samples are "before" and "after" ---------------------------
+
+
+def memory_of(
+    tmp_path: Path,
+    events: Mapping[str, Sequence[tuple[str, int, float]]],
+    samples: Mapping[str, Sequence[tuple[float, int]]],
+) -> float:
+    """Memory per pod of a run from ``(pod, phase, ms after created)`` events and
+    ``(ms after created, MemAvailable MiB)`` node samples, per node (agent offsets 0)."""
+    j = open_journal(tmp_path / "memory.sqlite")
+    register(j, "m1", replicas=sum(len({uid for uid, _, _ in e}) for e in events.values()))
+    batches = []
+    for node in sorted(events.keys() | samples.keys()):
+        hello(j, f"agent-{node}", node)
+        evs = [
+            event(pod(uid, "m1", node), phase, T0 + int(ms * MS))
+            for uid, phase, ms in events.get(node, [])
+        ]
+        node_samples = [node_sample(T0 + int(ms * MS), mib * MIB) for ms, mib in samples[node]]
+        batches.append((f"agent-{node}", batch(1, evs, node_samples)))
+    j.commit_batches(batches, T0)
+    return compute_summary(j.connection(), "m1", include_pods=False).memory_per_pod_bytes
+
+
+def started(
+    uid: str, scheduled: float, sandbox: float, ready: float
+) -> list[tuple[str, int, float]]:
+    return [
+        (uid, P.PHASE_SCHEDULED, scheduled),
+        (uid, P.PHASE_SANDBOX_CREATED, sandbox),
+        (uid, P.PHASE_CONTAINER_STARTED, sandbox + 100),
+        (uid, P.PHASE_FIRST_RESPONSE, ready - 5),
+        (uid, P.PHASE_READY, ready),
+    ]
+
+
+def test_memory_before_is_the_sample_at_first_sight_not_one_before_the_create(
+    tmp_path: Path,
+) -> None:
+    # The previous run's pods still held 200 MiB at the last idle sample before the
+    # create (-3 s); the agent's sample at first sight (2.5 ms) shows them gone. The
+    # periodic one at 200 ms already sees 30 MiB of a VM that boots before its
+    # sandbox_created event (300 ms): the first sight is the "before".
+    pods = started("a", 2, 300, 1000) + started("b", 4, 320, 1010)
+    samples = [(-3000, 800), (2.5, 1000), (200, 970), (600, 950), (1010, 900), (1200, 900)]
+    assert memory_of(tmp_path, {"n": pods}, {"n": samples}) == 50 * MIB
+
+
+def test_memory_before_without_a_first_sight_sample_is_the_last_before_memory_was_spent(
+    tmp_path: Path,
+) -> None:
+    # No scheduled events (the agent came up with the pods already bound): the last
+    # sample at or before the first sandbox_created (300 ms), not the stale one
+    # before the create.
+    pods = [e for e in started("a", 2, 300, 1000) if e[1] != P.PHASE_SCHEDULED]
+    samples = [(-3000, 800), (150, 1000), (300, 1000), (400, 960), (1000, 900)]
+    assert memory_of(tmp_path, {"n": pods}, {"n": samples}) == 100 * MIB
+
+
+def test_memory_before_falls_back_to_the_create_when_no_pod_spent_memory_visibly(
+    tmp_path: Path,
+) -> None:
+    # Only scheduled and ready were seen: the last sample at or before the create.
+    pods = [("a", P.PHASE_SCHEDULED, 2.0), ("a", P.PHASE_READY, 900.0)]
+    samples = [(-3000, 800), (-50, 990), (1, 995), (500, 960), (901, 950)]
+    assert memory_of(tmp_path, {"n": pods}, {"n": samples}) == 40 * MIB
+
+
+def test_memory_after_is_never_a_sample_after_the_deletion_started(tmp_path: Path) -> None:
+    # node-a: its pods' last ready at 1010 ms, rtctl's delete seen at 1060 ms; the only
+    # later sample (1150 ms) sees the memory freed: node-a is left out, pods and all.
+    # node-b: a sample at exactly its last ready counts (the agent samples right after
+    # the ready event, and a clock tick can make both one instant); a sample taken at
+    # its deletion still counts, later ones never.
+    node_a = started("a0", 2, 300, 1000) + started("a1", 3, 310, 1010)
+    node_a += [("a0", P.PHASE_DELETION_REQUESTED, 1060), ("a1", P.PHASE_DELETION_REQUESTED, 1061)]
+    node_b = started("b0", 2, 300, 1000) + started("b1", 3, 310, 1020) + started("b2", 4, 330, 1030)
+    node_b += [(uid, P.PHASE_DELETION_REQUESTED, 1050) for uid in ("b0", "b1", "b2")]
+    samples = {
+        "node-a": [(2.5, 1000), (800, 900), (1150, 1000)],
+        "node-b": [(2.5, 2000), (800, 1900), (1030, 1850), (1050, 1800), (1100, 2000)],
+    }
+    memory = memory_of(tmp_path, {"node-a": node_a, "node-b": node_b}, samples)
+    assert memory == 50 * MIB  # (2000 - 1850) / 3, node-b's alone
+
+
+def test_memory_after_the_deletion_boundary_itself_counts(tmp_path: Path) -> None:
+    node = [*started("a0", 2, 300, 1000), ("a0", P.PHASE_DELETION_REQUESTED, 1040)]
+    samples = [(2.5, 1000), (1040, 880), (1041, 1000)]
+    assert memory_of(tmp_path, {"n": node}, {"n": samples}) == 120 * MIB
+
+
+def test_memory_of_a_node_whose_pods_were_deleted_before_seen_ready_is_left_out(
+    tmp_path: Path,
+) -> None:
+    # The ready events arrived after the delete (a slow watch): no sample can be both.
+    node = [*started("a0", 2, 300, 1000), ("a0", P.PHASE_DELETION_REQUESTED, 990)]
+    samples = [(-10, 1000), (2.5, 1000), (995, 880), (1001, 900)]
+    assert memory_of(tmp_path, {"n": node}, {"n": samples}) == 0.0
