@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
 import shutil
 from collections.abc import Callable, Mapping
@@ -29,10 +30,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from rich.console import Console
 
 from rtbench.cli import EXIT_FAILED, EXIT_OK
 
+from . import cliargs
+from .cliargs import format_duration, parse_duration
 from .errors import UsageError
 from .localstack import LocalStack, StackSettings
 from .plan import parse_plan
@@ -59,8 +61,8 @@ class DemoSettings:
     """Three give a median and a spread per runtime (the box plot) and keep the whole demo
     near a minute and a half on 2 cores."""
     seed: int | None = None
-    """Seeds the simulator's delays and the run order; None: random delays, the plan's
-    own order."""
+    """Seeds the simulator's delays and the run order; None: random delays, and the order
+    the plan's id seeds (crc32 of "demo"), the same every time."""
     pleg_period_s: float = 0.1
     """How soon the simulated kubelet publishes container states and pod IPs. Its real 1 s
     relist would hold every pod's IP back until a relist tick, so the probe could only
@@ -88,8 +90,15 @@ class DemoSettings:
             raise UsageError(f"--repetitions must be at least 1, got {self.repetitions}")
         if self.influxdb not in ("auto", "yes", "no"):
             raise UsageError(f"--influxdb must be auto, yes or no, got {self.influxdb!r}")
-        if self.settle_s < 0 or self.pleg_period_s < 0 or self.timeout_s <= 0:
-            raise UsageError("--settle and --pleg-period must be >= 0, --timeout > 0 seconds")
+        for flag, value in (
+            ("--settle", self.settle_s),
+            ("--pleg-period", self.pleg_period_s),
+            ("--timeout", self.timeout_s),
+        ):
+            if not math.isfinite(value) or value < 0:
+                raise UsageError(f"{flag} must be a finite duration >= 0, got {value}")
+        if self.timeout_s <= 0:
+            raise UsageError(f"--timeout must be positive, got {self.timeout_s}")
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -112,10 +121,10 @@ _OPTIONS: dict[str, tuple[Callable[[str], Any], str, str]] = {
     "replicas": (_counts, "LIST", "comma-separated replica counts"),
     "repetitions": (int, "N", "runs of each runtime x replica count"),
     "seed": (int, "N", "seed of the simulator's delays and of the run order"),
-    "pleg_period_s": (float, "SECONDS", "simulated kubelet relist period (real: 1)"),
+    "pleg_period_s": (parse_duration, "DURATION", "simulated kubelet relist period (real: 1s)"),
     "influxdb": (str, "MODE", "auto, yes or no: export to a private InfluxDB"),
-    "settle_s": (float, "SECONDS", "wait between runs once the pods are gone"),
-    "timeout_s": (float, "SECONDS", "time a run may take until every pod answered"),
+    "settle_s": (parse_duration, "DURATION", "wait between runs once the pods are gone"),
+    "timeout_s": (parse_duration, "DURATION", "time a run may take until every pod answered"),
 }
 DESCRIPTION = (
     "Start a simulated Kubernetes cluster, an agent per node and the collector on this "
@@ -146,7 +155,10 @@ def add_parser(subparsers: Any) -> None:
     for name, (_, metavar, text) in _OPTIONS.items():
         default = defaults[name]
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
-        text += " (random)" if default is None else f" (default {shown})"
+        if name == "seed":
+            text += " (default: random delays; the run order is then seeded by the plan id)"
+        else:
+            text += f" (default {shown})"
         parser.add_argument(_flag(name), dest=name, metavar=metavar, default=None, help=text)
     parser.set_defaults(func=run)
 
@@ -177,8 +189,8 @@ def demo_plan_yaml(settings: DemoSettings) -> str:
         "test_id": "demo",
         "replicas": list(settings.replicas),
         "repetitions": settings.repetitions,
-        "timeout": f"{settings.timeout_s:g}s",
-        "settle": f"{settings.settle_s:g}s",
+        "timeout": format_duration(settings.timeout_s),
+        "settle": format_duration(settings.settle_s),
         "baseline": settings.runtimes[0],
         "runtimes": dict.fromkeys(settings.runtimes),
     }
@@ -200,20 +212,21 @@ def _influxdb(settings: DemoSettings) -> bool:
 
 async def run(args: argparse.Namespace) -> int:
     settings = demo_settings(args, os.environ)
-    console = Console()
-    if not console.is_terminal and "COLUMNS" not in os.environ:
-        # Logs and pipes get rich's 80 columns, too narrow for the comparison's dozen columns.
-        console = Console(width=160)
+    # Everything that can be refused is checked before DIR or a file in it is made.
+    plan_text = demo_plan_yaml(settings)
+    out = settings.out.resolve()
+    plan_path = out / "plan.yaml"
+    plan = parse_plan(plan_text, str(plan_path))
+    influx = _influxdb(settings)
+    console = cliargs.console()
 
     def say(text: str) -> None:
         console.print(f"rtctl demo: {text}", highlight=False, soft_wrap=True)
 
-    out = settings.out.resolve()
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} exists and is not a directory")
     out.mkdir(parents=True, exist_ok=True)
-    plan_path = out / "plan.yaml"
-    plan_path.write_text(demo_plan_yaml(settings), encoding="utf-8")
-    plan = parse_plan(plan_path.read_text(encoding="utf-8"), str(plan_path))
-    influx = _influxdb(settings)
+    plan_path.write_text(plan_text, encoding="utf-8")
     root = out / "stack"
     say(f"writing to {out} (the stack's journal and logs in {root})")
     say(
@@ -229,11 +242,9 @@ async def run(args: argparse.Namespace) -> int:
         seed=settings.seed,
         pleg_period=settings.pleg_period_s,
         start_influxd=influx,
-        # Memory per pod compares the node's last sample before the create with its first
-        # after all pods are ready. Between runs an agent samples every 5 s, so with a short
-        # settle "before" can predate the previous run's teardown; during a run every 0.2 s,
-        # so "after" can follow this run's delete, which comes as soon as all responded.
-        agent_args=("--idle-sample-interval", "0.5", "--sample-interval", "0.05"),
+        # The agents keep their default sampling: memory per pod takes its "before" from the
+        # sample at first sight of a run's pod and its "after" from the one each ready
+        # triggers (collector/summaries.py), so a short settle needs no faster sampling.
     )
     say(f"starting the local stack: simulated cluster ({settings.nodes} nodes), collector, agents")
     async with LocalStack(stack_settings, progress=say) as stack:

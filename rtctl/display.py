@@ -30,6 +30,7 @@ __all__ = [
     "QuietDisplay",
     "RichDisplay",
     "RunDisplay",
+    "countdown_label",
     "display_for",
     "phase_name",
 ]
@@ -58,6 +59,13 @@ def _counts(progress: control_pb2.Progress) -> list[tuple[int, int]]:
     """(phase, count) of the phases worth showing, in lifecycle order."""
     counts: dict[int, int] = {int(c.phase): c.count for c in progress.counts}
     return [(p, counts[p]) for p in _SHOWN if counts.get(p)]
+
+
+def countdown_label(done: float, total: float) -> str:
+    """``12/30`` when counting things (an int total), ``1.5/5.0 s`` for seconds."""
+    if isinstance(total, int):
+        return f"{int(done)}/{total}"
+    return f"{done:.1f}/{total:.1f} s"
 
 
 class RunDisplay(Protocol):
@@ -151,11 +159,7 @@ class PlainDisplay:
         self._offer("pods: " + (", ".join(parts) or "none seen yet"), force=False)
 
     def countdown(self, what: str, done: float, total: float) -> None:
-        if isinstance(total, int):
-            text = f"{what}: {int(done)}/{total}"
-        else:
-            text = f"{what}: {done:.1f}/{total:.1f} s"
-        self._offer(text, force=done >= total)
+        self._offer(f"{what}: {countdown_label(done, total)}", force=done >= total)
 
     def close(self) -> None:
         self._flush_held()
@@ -184,9 +188,8 @@ class _View:
         if self.countdown is not None:
             what, done, total = self.countdown
             bar = ProgressBar(total=max(total, 1e-9), completed=done, width=40)
-            label = f"{int(done)}/{total}" if isinstance(total, int) else f"{done:.1f} s"
             grid = Table.grid(padding=(0, 2))
-            grid.add_row(what, bar, label)
+            grid.add_row(what, bar, countdown_label(done, total))
             parts.append(grid)
         return Group(*parts)
 

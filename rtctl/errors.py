@@ -1,7 +1,9 @@
 """The one error hierarchy of rtctl: every command raises these, only rtctl/cli.py prints them.
 
 Each class carries the exit code the CLI returns for it, so the mapping from a
-failure to an exit code is decided by the type, never by the message::
+failure to an exit code is decided by the type, never by the message. A run
+that ends FAILED or TIMED_OUT is not an error: it is an outcome, returned with
+its summary, and the command exits 1 itself after printing it::
 
     RtctlError
     ├── UsageError             bad flags, environment or plan/settings values (exit 2)
@@ -12,8 +14,7 @@ failure to an exit code is decided by the type, never by the message::
     │   ├── CollectorAuthError     the collector refused our token
     │   ├── UnknownRun             no run with that id
     │   └── RunExists              a run with that id is already registered
-    ├── ClusterError           a Kubernetes API call failed (exit 1)
-    ├── RunFailed              the run ended FAILED or TIMED_OUT (exit 1)
+    ├── ClusterError           a Kubernetes API call failed or no kubeconfig (exit 1)
     └── Interrupted            SIGINT/SIGTERM: cleaned up and marked aborted (exit 130,
                                the shell's convention for "ended by SIGINT")
 """
@@ -31,7 +32,6 @@ __all__ = [
     "PreflightError",
     "RtctlError",
     "RunExists",
-    "RunFailed",
     "UnknownRun",
     "UsageError",
 ]
@@ -87,10 +87,6 @@ class RunExists(CollectorError):
 
 class ClusterError(RtctlError):
     """The Kubernetes API refused or failed a request rtctl needed."""
-
-
-class RunFailed(RtctlError):
-    """The run ended FAILED or TIMED_OUT; its summary was still printed."""
 
 
 class Interrupted(RtctlError):

@@ -106,7 +106,7 @@ def _comparison(report: Report) -> str:
                 _e(group.key.runtime),
                 str(group.key.replicas),
                 str(len(group.run_ids)),
-                str(group.pods),
+                f"{group.measured}/{group.expected}",
                 str(group.failed_pods),
                 format_ms(d.p50_ns) if d else "-",
                 format_ms(d.p90_ns) if d else "-",
@@ -117,7 +117,8 @@ def _comparison(report: Report) -> str:
                 f"{group.memory_per_pod_bytes / MIB:.1f}" if group.memory_per_pod_bytes else "-",
             ]
         )
-    head = ["runtime", "replicas", "runs", "pods", "failed", "p50", "p90", "max"]
+    head = ["runtime", "replicas", "runs", "pods measured/expected", "failed", "p50", "p90"]
+    head += ["max"]
     head += [f"ratio to {report.baseline} [{report.confidence:.0%} CI]", "per-run p50"]
     head += ["all responded", "MiB/pod"]
     caption = (
@@ -145,7 +146,8 @@ def _group_section(report: Report, group: GroupReport) -> str:
     memory = f"{group.memory_per_pod_bytes / MIB:.1f} MiB" if group.memory_per_pod_bytes else "-"
     return (
         f"<h3>{_e(group.key.label)}</h3>"
-        f"<p>runs: {_e(', '.join(group.run_ids))}; {group.pods} pods; failed pods"
+        f"<p>runs: {_e(', '.join(group.run_ids))}; {group.pods} pods, {group.measured} measured"
+        f" of {group.expected} expected; failed pods"
         f" {group.failed_pods} ({_e(failures)}); memory per pod {memory}</p>"
         + _table(head, rows, "ms from the Deployment's create, over all pods of the runs", raw=True)
     )
@@ -215,11 +217,18 @@ last failed attempt) plus its agent's clock-offset uncertainty.</li>
 pods at or below it; every value shown is one pod's real latency. Per-runtime tables pool
 all pods of all runs of that runtime, variant and replica count.</li>
 <li><b>Ratios</b> = p{report.percent} of the runtime / p{report.percent} of {_e(report.baseline)}
-with the same replica count. The interval is a {report.confidence:.0%} percentile bootstrap:
-the pods of each group are resampled with replacement, {report.resamples} times (seed
-{report.seed}). It covers pod-to-pod variation; run-to-run variation shows in the
-repetitions plot and the per-run p50 column. ≠env marks ratios between runs taken in
-different environments.</li>
+with the same replica count. The interval is a {report.confidence:.0%} percentile bootstrap,
+{report.resamples} resamples (seed {report.seed}), each group resampled on its own. A group
+of several runs is resampled in two stages: its runs with replacement, then the pods of each
+drawn run with replacement, pooled; its interval covers run-to-run as well as pod-to-pod
+variation (pods of one run share its node state and are not independent). A group of one
+run can only show pod-to-pod variation: its pods are resampled with replacement. The
+repetitions plot and the per-run p50 column show the runs themselves. ≠env marks ratios
+between runs taken in different environments.</li>
+<li><b>Pods measured / expected</b> = pods with a first_response / the replicas the runs
+asked for. Pods that never answered have no latency: a group with fewer measured than
+expected looks faster than it is. Failed and timed-out runs are left out unless
+<code>--include-failed</code>.</li>
 <li><b>Memory per pod</b> = (node MemAvailable before the create minus after all of the node's
 pods were ready) / pods on the node, averaged over nodes (per runtime: over its runs).</li>
 </ul>"""

@@ -2,7 +2,10 @@
 
 ``Cluster`` owns one ``ApiClient`` for the duration of a command and turns the
 API's failures into ``ClusterError`` with one line (which request, which
-status, the API's own message). Responses are read as plain JSON dicts
+status, the API's own message, or why nothing answered: "connection
+refused"). The kubeconfig is found as kubectl finds it: ``--kubeconfig``, else
+every existing file ``$KUBECONFIG`` lists, merged, else ~/.kube/config; a
+missing one is said in one line. Responses are read as plain JSON dicts
 (``_preload_content=False``): rtctl needs a handful of fields, and dicts keep
 them exactly as the API sent them.
 
@@ -20,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import logging
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -36,7 +40,7 @@ from rtbench.clock import wall_ns
 from .errors import ClusterError
 from .settings import ConnectionSettings
 
-__all__ = ["Cluster", "Timed"]
+__all__ = ["Cluster", "Timed", "kubeconfig_paths"]
 
 Obj = dict[str, Any]
 
@@ -58,11 +62,37 @@ class Timed:
         return self.received_ns - self.sent_ns
 
 
-def _kubeconfig_path(settings: ConnectionSettings) -> Path:
+def kubeconfig_paths(
+    settings: ConnectionSettings, environ: Mapping[str, str]
+) -> tuple[list[Path], list[Path]]:
+    """(existing, missing) kubeconfig files, as kubectl finds them: --kubeconfig, else every
+    entry of $KUBECONFIG (merged, the first to set a value wins), else ~/.kube/config."""
     if settings.kubeconfig is not None:
-        return settings.kubeconfig
-    first = os.environ.get("KUBECONFIG", "").split(os.pathsep)[0]
-    return Path(first) if first else Path.home() / ".kube" / "config"
+        candidates = [settings.kubeconfig]
+    else:
+        listed = [p for p in environ.get("KUBECONFIG", "").split(os.pathsep) if p]
+        candidates = [Path(p).expanduser() for p in listed] or [Path.home() / ".kube" / "config"]
+    existing = [p for p in candidates if p.is_file()]
+    return existing, [p for p in candidates if p not in existing]
+
+
+def _connect_reason(exc: BaseException) -> str:
+    """Why a request got no answer, in a few words ("connection refused")."""
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return f"host name not found ({exc.host})"
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError | aiohttp.ClientSSLError):
+        return f"TLS handshake failed ({getattr(exc, 'certificate_error', exc)})"
+    if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
+        return "no answer in time"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "the server closed the connection"
+    cause: BaseException | None = exc
+    while cause is not None:
+        number = getattr(cause, "errno", None)
+        if isinstance(number, int) and number > 0:
+            return os.strerror(number).lower()
+        cause = getattr(cause, "os_error", None) or cause.__cause__
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
 def _message(body: bytes) -> str:
@@ -80,7 +110,10 @@ class Cluster:
 
     def __init__(self, settings: ConnectionSettings) -> None:
         self.settings = settings
-        self.kubeconfig = _kubeconfig_path(settings)
+        self.kubeconfig: list[Path] = []
+        """The kubeconfig files loaded (merged when $KUBECONFIG lists several)."""
+        self.missing_kubeconfig: list[Path] = []
+        """$KUBECONFIG entries that do not exist (kubectl skips them too)."""
         self.host = ""
         self._api: k8s.ApiClient | None = None
 
@@ -89,17 +122,36 @@ class Cluster:
         """``async with Cluster.connect(settings) as cluster``: loads the kubeconfig on enter."""
         return cls(settings)
 
+    @property
+    def kubeconfig_note(self) -> str | None:
+        """Which files were used, when that is not obvious (several, or some missing)."""
+        if len(self.kubeconfig) < 2 and not self.missing_kubeconfig:
+            return None
+        used = ", ".join(map(str, self.kubeconfig))
+        missing = ", ".join(map(str, self.missing_kubeconfig))
+        return f"kubeconfig: {used}" + (f" (not found, skipped: {missing})" if missing else "")
+
     async def __aenter__(self) -> Cluster:
+        existing, missing = kubeconfig_paths(self.settings, os.environ)
+        if not existing:
+            where = " nor ".join(map(str, missing))
+            raise ClusterError(
+                f"kubeconfig {where} does not exist (give --kubeconfig or set $KUBECONFIG)"
+            )
+        self.kubeconfig, self.missing_kubeconfig = existing, missing
+        # It warns "Config not found" for paths we already checked and reported ourselves.
+        logging.getLogger("kubernetes_asyncio.config.kube_config").setLevel(logging.ERROR)
         configuration = k8s.Configuration()
+        shown = os.pathsep.join(map(str, existing))
         try:
             await k8s_config.load_kube_config(
-                config_file=str(self.kubeconfig),
+                config_file=shown,
                 context=self.settings.context,
                 client_configuration=configuration,
                 persist_config=False,
             )
         except (OSError, ValueError, k8s_config.ConfigException) as exc:
-            raise ClusterError(f"kubeconfig {self.kubeconfig}: {exc}") from exc
+            raise ClusterError(f"kubeconfig {shown}: {exc}") from exc
         self.host = str(configuration.host)
         self._api = k8s.ApiClient(configuration)
         return self
@@ -149,7 +201,7 @@ class Cluster:
                 response.release()
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise ClusterError(
-                f"Kubernetes API at {self.host} did not answer {what}: {exc!r}"
+                f"Kubernetes API at {self.host} did not answer {what}: {_connect_reason(exc)}"
             ) from exc
         if not 200 <= response.status <= 299 and response.status not in ok:
             raise ClusterError(f"Kubernetes API refused {what}: {response.status} {_message(raw)}")
@@ -294,7 +346,10 @@ class Cluster:
                 ),
             )
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise ClusterError(f"Kubernetes API at {self.host}: pod watch failed: {exc!r}") from exc
+            raise ClusterError(
+                f"Kubernetes API at {self.host} did not answer the pod watch: "
+                f"{_connect_reason(exc)}"
+            ) from exc
         try:
             if response.status == 410:
                 return False

@@ -4,8 +4,17 @@ It validates the plan (every problem with its line, exit 2), prints the seed
 and what a rerun skips, runs what is left one run after another with the run's
 own live display under a "run i of n, ETA" line, and ends with the comparison
 of every runtime against the plan's baseline (rtctl.reporttables, the same
-table ``rtctl report`` prints). ``--dry-run`` prints the ordered matrix without
-contacting anything.
+table ``rtctl report --plan-id`` prints, built by the same ``collect_report``: the
+run standing for each key, succeeded runs only unless none succeeded).
+``--out DIR`` writes that report's files (``write_report``: report.html,
+report.json, PNGs). ``--dry-run`` prints the ordered matrix without contacting
+anything. Progress (the seed, each run's live display and result line) goes to
+stderr, the comparison to stdout, as with start-run.
+
+A run that fails operationally is recorded as failed and the plan goes on
+(rtctl.planrun). Every way of stopping early (a refused preflight, an
+operational error outside a run, Ctrl-C) ends with "run the same command
+again to resume".
 
 Exit codes: 0 every run of the plan succeeded, 1 some run failed or timed out
 (skipped ones included: a resumed plan reports on all of its runs) or an
@@ -29,13 +38,16 @@ from rich.table import Table
 from rtbench.cli import EXIT_FAILED, EXIT_OK
 from rtbench.v1 import control_pb2, events_pb2
 
+from . import cliargs
 from .control import Collector
 from .display import RunDisplay, display_for
+from .errors import Interrupted, RtctlError, UsageError
 from .kube import Cluster
 from .plan import Plan, load_plan
-from .planrun import PlannedRun, PlanOutcome, Resumption, execute_plan, final_summaries, ordered
+from .planrun import PlannedRun, PlanOutcome, Resumption, execute_plan, ordered
 from .planrun import run_id as planned_run_id
-from .report import Report, build_report, state_name
+from .report import Report, state_name
+from .reportcli import collect_report, write_report
 from .reporttables import comparison_table, format_ms
 from .settings import ConnectionSettings, add_connection_options, connection_settings
 from .startrun import RunOutcome
@@ -68,28 +80,44 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument(
         "--seed", type=int, metavar="N", help="order the runs with this seed instead of the plan's"
     )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        metavar="DIR",
+        help="write the final report here (report.html, report.json, PNGs), as rtctl report does",
+    )
     add_connection_options(parser)
     parser.set_defaults(func=run)
-
-
-def _console() -> Console:
-    console = Console()
-    # Logs and pipes get wide lines rather than a comparison table folded into 80 columns.
-    return console if console.is_terminal else Console(width=160)
 
 
 async def run(args: argparse.Namespace) -> int:
     plan = load_plan(args.plan)
     seed = plan.seed if args.seed is None else args.seed
-    console = _console()
+    console = cliargs.console()
     if args.dry_run:
         _say(console, _seed_line(plan, seed, args.seed is not None))
         console.print(order_table(plan, ordered(plan, seed)))
         return EXIT_OK
     settings = connection_settings(args, os.environ)
-    outcome, _ = await run_plan(
-        plan, settings, console, seed=args.seed, retry_failed=args.retry_failed
-    )
+    progress = Console(stderr=True)
+    try:
+        outcome, report = await run_plan(
+            plan,
+            settings,
+            console,
+            seed=args.seed,
+            retry_failed=args.retry_failed,
+            progress=progress,
+        )
+    except (Interrupted, UsageError):
+        # Interrupted says how to resume itself; a usage error (the plan changed under its
+        # id, an unknown baseline) is not fixed by running the same command again.
+        raise
+    except RtctlError as exc:
+        return _stopped(plan, exc)
+    if args.out:
+        written = await asyncio.to_thread(write_report, report, args.out)
+        _say(progress, f"report: {written[0]} (with report.json and PNGs in {args.out})")
     failed = outcome.failed
     if failed:
         listed = ", ".join(f"{run.key} ({state_name(state)})" for run, _, state in failed[:5])
@@ -101,6 +129,17 @@ async def run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _stopped(plan: Plan, error: RtctlError) -> int:
+    """The plan stopped before its end: the error, then how to go on."""
+    print(f"rtctl: {error}", file=sys.stderr)
+    print(
+        f"rtctl: plan {plan.plan_id} stopped early: fix the cause and run the same command"
+        " again to resume (finished runs are skipped)",
+        file=sys.stderr,
+    )
+    return error.exit_code
+
+
 async def run_plan(
     plan: Plan,
     settings: ConnectionSettings,
@@ -108,19 +147,27 @@ async def run_plan(
     *,
     seed: int | None = None,
     retry_failed: bool = False,
+    progress: Console | None = None,
 ) -> tuple[PlanOutcome, Report]:
-    """What ``run-plan`` does after parsing: the runs with their display, then the comparison
-    on ``console``; the report is returned for callers that write it out (``rtctl demo``)."""
-    display = TextPlanDisplay(console, explicit_seed=seed is not None)
+    """What ``run-plan`` does after parsing: the runs with their display on ``progress``
+    (default: ``console``), then the comparison on ``console``; the report is returned for
+    callers that write it out (``rtctl demo``, ``--out``).
+
+    The comparison is ``collect_report`` on the plan id: the same runs and numbers as
+    ``rtctl report --plan-id``; succeeded runs only, unless no run succeeded."""
+    display = TextPlanDisplay(progress or console, explicit_seed=seed is not None)
     async with Collector.connect(settings) as collector, Cluster.connect(settings) as cluster:
         outcome = await execute_plan(
             plan, collector, cluster, display, seed=seed, retry_failed=retry_failed
         )
-        summaries = await final_summaries(collector, outcome)
-    # Bootstrap resampling takes a moment on large plans: off the event loop.
-    report = await asyncio.to_thread(
-        build_report, summaries, baseline=plan.baseline, seed=outcome.seed
-    )
+        any_succeeded = any(s == control_pb2.RUN_STATE_SUCCEEDED for _, _, s in outcome.results)
+        report = await collect_report(
+            collector,
+            plan_id=plan.plan_id,
+            baseline=plan.baseline,
+            seed=outcome.seed,
+            include_failed=not any_succeeded,
+        )
     console.print()
     console.print(comparison_table(report))
     for note in report.notes:
@@ -228,7 +275,7 @@ class TextPlanDisplay:
     ) -> RunDisplay:
         eta = f", ETA {_duration(eta_s)}" if eta_s is not None else ""
         self._say(f"run {position} of {total}: {run.key} (run {run_id}{eta})")
-        return display_for(sys.stdout)
+        return display_for(sys.stderr)
 
     def run_finished(self, run: PlannedRun, outcome: RunOutcome, seconds: float) -> None:
         summary = outcome.summary
@@ -244,3 +291,10 @@ class TextPlanDisplay:
         elif summary.failed_pods:
             parts.append(f"{summary.failed_pods} pods failed")
         self._say(f"  {run.key}: " + ", ".join(parts))
+
+    def run_errored(self, run: PlannedRun, run_id: str, error: RtctlError, seconds: float) -> None:
+        first = str(error).splitlines()[0] if str(error) else type(error).__name__
+        self._say(
+            f"  {run.key}: FAILED in {_duration(seconds)} ({first});"
+            f" recorded as failed (run {run_id}), going on with the next run"
+        )

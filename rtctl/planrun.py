@@ -18,12 +18,23 @@ result too: it is reported, not hidden by a retry). ABORTED runs, and runs left
 REGISTERED or RUNNING by an rtctl that died, are redone under the next attempt
 id (``…-a2``), because the collector keeps one record per run id. A finished run
 whose image, memory, test id or namespace differ from what the plan says now is
-refused: resuming would mix two experiments under one plan id.
+refused: resuming would mix two experiments under one plan id. ``standing_run``
+is that rule, and ``rtctl report --plan-id`` uses it too, so a report pools the
+same run per key as the plan's final comparison.
+
+Errors: a run that fails operationally (a Kubernetes or collector call fails,
+e.g. a 5xx) is a failed result, not the end of the plan: execute_run has
+already finished it FAILED with the message where the collector answers, the
+plan records it and goes on with the next run. A preflight refusal before a
+later run (a node went away, leftover pods) is waited out once
+(``PREFLIGHT_RETRY_S``) and then stops the plan; so does Ctrl-C. Whatever stops
+the plan early, a rerun of the same command resumes it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import random
 import re
@@ -38,10 +49,17 @@ from rtbench.v1 import control_pb2
 
 from .control import Collector
 from .display import RunDisplay
-from .errors import Interrupted, PreflightError, UsageError
+from .errors import (
+    ClusterError,
+    CollectorError,
+    Interrupted,
+    PreflightError,
+    RtctlError,
+    UsageError,
+)
 from .kube import Cluster
 from .plan import Plan, Variant
-from .preflight import preflight
+from .preflight import PreflightReport, preflight
 from .startrun import RunOutcome, RunRequest, execute_run
 
 __all__ = [
@@ -51,12 +69,12 @@ __all__ = [
     "Resumption",
     "RunKey",
     "execute_plan",
-    "final_summaries",
     "matrix",
     "ordered",
     "request_for",
     "resume",
     "run_id",
+    "standing_run",
 ]
 
 _ID_MAX = 63 - len("rtbench-")
@@ -64,6 +82,11 @@ _ID_MAX = 63 - len("rtbench-")
 (rtctl.workload.deployment_name), which must not be cut short: attempts would collide."""
 
 FINISHED_FAILED = (control_pb2.RUN_STATE_FAILED, control_pb2.RUN_STATE_TIMED_OUT)
+
+PREFLIGHT_RETRY_S = 10.0
+"""How long a preflight refusal between runs is waited out before one retry: long enough
+for the previous run's last pods to go or a node to report ready again, short enough that
+a real problem stops the plan promptly (a rerun resumes it)."""
 
 
 @dataclass(frozen=True, order=True)
@@ -172,7 +195,7 @@ def resume(
     mismatches: list[str] = []
     for key, planned in keys.items():
         infos = history.get(key, [])
-        final = _final(infos, retry_failed)
+        final = standing_run(infos, retry_failed)
         if final is not None:
             result.done[key] = final
             mismatches += _differences(plan, planned, final)
@@ -193,7 +216,12 @@ def resume(
     return result
 
 
-def _final(infos: Sequence[control_pb2.RunInfo], retry_failed: bool) -> control_pb2.RunInfo | None:
+def standing_run(
+    infos: Sequence[control_pb2.RunInfo], retry_failed: bool
+) -> control_pb2.RunInfo | None:
+    """The run that stands for one key among its attempts (in registration order): the
+    SUCCEEDED one, else (unless ``retry_failed``) the last FAILED or TIMED_OUT; None when
+    no attempt counts."""
     for info in infos:
         if info.state == control_pb2.RUN_STATE_SUCCEEDED:
             return info
@@ -240,6 +268,9 @@ class PlanDisplay(Protocol):
 
     def run_finished(self, run: PlannedRun, outcome: RunOutcome, seconds: float) -> None:
         """The run is over (any final state) and torn down."""
+
+    def run_errored(self, run: PlannedRun, run_id: str, error: RtctlError, seconds: float) -> None:
+        """The run ended on an operational error; it counts as failed and the plan goes on."""
 
 
 @dataclass(frozen=True)
@@ -292,12 +323,15 @@ async def execute_plan(
     *,
     seed: int | None = None,
     retry_failed: bool = False,
+    preflight_retry_s: float = PREFLIGHT_RETRY_S,
 ) -> PlanOutcome:
     """Runs what is left of ``plan`` one run after another (see the module docstring).
 
     Raises PreflightError (exit 2) before the first run when any runtime class or the
-    largest replica count cannot run, Interrupted (exit 130) after the current run was
-    aborted and cleaned up; a rerun then resumes. Failed runs are recorded, not raised.
+    largest replica count cannot run, or when a later run's preflight still refuses
+    after one wait of ``preflight_retry_s``; Interrupted (exit 130) after the current
+    run was aborted and cleaned up. A rerun then resumes. Failed runs, operational
+    errors of one run included, are recorded, not raised.
     """
     seed = plan.seed if seed is None else seed
     order = ordered(plan, seed)
@@ -321,7 +355,7 @@ async def execute_plan(
         run_display: RunDisplay | None = None
         started = mono_ns()
         try:
-            report = await preflight(request, collector, cluster)
+            report = await _preflight_run(request, collector, cluster, display, preflight_retry_s)
             for warning in report.warnings:
                 if warning not in shown:
                     shown.add(warning)
@@ -335,6 +369,15 @@ async def execute_plan(
                 f"plan {plan.plan_id} interrupted at run {position} of {len(order)} ({run.key}):"
                 f" {len(results)} runs are done; run the same command again to resume"
             ) from exc
+        except (ClusterError, CollectorError) as exc:
+            if run_display is not None:
+                run_display.close()
+                run_display = None
+            failed_state = await _record_failure(collector, request.run_id, exc)
+            durations.append((mono_ns() - started) / 1e9)
+            results.append((run, request.run_id, failed_state))
+            display.run_errored(run, request.run_id, exc, durations[-1])
+            continue
         finally:
             if run_display is not None:
                 run_display.close()
@@ -344,11 +387,39 @@ async def execute_plan(
     return PlanOutcome(plan, seed, tuple(results), len(state.done))
 
 
-async def final_summaries(
-    collector: Collector, outcome: PlanOutcome
-) -> list[control_pb2.RunSummary]:
-    """The summaries (with per-pod times) of the run standing for each key, for the report."""
-    return [await collector.summary(run_id, include_pods=True) for run_id in outcome.run_ids]
+async def _preflight_run(
+    request: RunRequest,
+    collector: Collector,
+    cluster: Cluster,
+    display: PlanDisplay,
+    retry_s: float,
+) -> PreflightReport:
+    """One run's preflight; a refusal is waited out once, then raised."""
+    try:
+        return await preflight(request, collector, cluster)
+    except PreflightError as exc:
+        display.note(
+            f"preflight refused run {request.run_id} ({'; '.join(exc.problems)}):"
+            f" trying once more in {retry_s:g} s"
+        )
+    await asyncio.sleep(retry_s)
+    return await preflight(request, collector, cluster)
+
+
+async def _record_failure(
+    collector: Collector, run_id: str, error: RtctlError
+) -> control_pb2.RunState:
+    """The state the collector holds for a run that raised ``error``; a run left
+    unfinished is finished FAILED with the message. FAILED when the collector cannot say."""
+    try:
+        summary = await collector.summary(run_id)
+    except CollectorError:
+        return control_pb2.RUN_STATE_FAILED  # never registered, or the collector is down
+    if summary.state in (control_pb2.RUN_STATE_REGISTERED, control_pb2.RUN_STATE_RUNNING):
+        with contextlib.suppress(CollectorError):
+            await collector.finish_run(run_id, control_pb2.RUN_STATE_FAILED, str(error)[:500])
+        return control_pb2.RUN_STATE_FAILED
+    return summary.state
 
 
 async def _preflight_plan(

@@ -17,7 +17,6 @@ so the HTML page lays out the same for every report.
 from __future__ import annotations
 
 import io
-import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,6 +28,8 @@ from matplotlib.collections import PolyCollection
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
+
+from rtbench.percentiles import nearest_rank
 
 from .report import Report, RunReport
 
@@ -90,7 +91,7 @@ def cdf_plot(report: Report, phase: str = "first_response") -> Plot | None:
     series = []
     for group in report.groups:
         latencies = sorted(
-            t.latency_ns / 1e6
+            t.latency_ns
             for run in report.runs
             if run.key == group.key and run.created_ns
             for pod in run.pods
@@ -103,20 +104,21 @@ def cdf_plot(report: Report, phase: str = "first_response") -> Plot | None:
         return None
     figure = Figure(figsize=(10, 6), dpi=DPI, layout="constrained")
     ax = figure.add_subplot()
-    for label, is_baseline, latencies in series:
-        n = len(latencies)
+    for label, is_baseline, latencies_ns in series:
+        n = len(latencies_ns)
         fractions = [(i + 1) / n for i in range(n)]
-        median = latencies[max(math.ceil(n / 2), 1) - 1]
+        median = nearest_rank(latencies_ns, 50) / 1e6
+        in_ms = [ns / 1e6 for ns in latencies_ns]
         ax.step(
-            [latencies[0], *latencies],
+            [in_ms[0], *in_ms],
             [0.0, *fractions],
             where="post",
             linewidth=2.2 if is_baseline else 1.6,
             linestyle="--" if is_baseline else "-",
             label=f"{label}{' (baseline)' if is_baseline else ''}: n={n}, p50 {median:.0f} ms",
         )
-    lows = min(s[2][0] for s in series)
-    highs = max(s[2][-1] for s in series)
+    lows = min(s[2][0] for s in series) / 1e6
+    highs = max(s[2][-1] for s in series) / 1e6
     if lows > 0 and highs / lows > 30:
         ax.set_xscale("log")  # a 30x spread squeezes the fast runtimes into one pixel column
     else:

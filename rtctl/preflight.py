@@ -6,7 +6,7 @@ lost its scalability experiment to the default 110 pods per node that way.
 ``preflight`` looks at everything first and raises one ``PreflightError``
 listing every problem, so a user fixes them in one go, not one per attempt:
 
-- the RuntimeClass exists (else: the ones that do);
+- the RuntimeClass exists (else: the ones that do); ``default`` needs none;
 - the namespace exists;
 - capacity: free pod slots on the schedulable nodes (allocatable pods minus the
   pods already there) against the replicas; refused above, warned above 90 %;
@@ -14,9 +14,12 @@ listing every problem, so a user fixes them in one go, not one per attempt:
 - no pods of an earlier run (``app=c-http-server`` or any ``rtbench.io/run-id``)
   are left in the namespace.
 
-Schedulable means Ready, not cordoned, without an untolerated NoSchedule or
-NoExecute taint (the workload tolerates the control-plane taint), and matching
-the RuntimeClass's own node selector when it has one.
+Schedulable means what the scheduler would accept for the workload's pods:
+Ready, not cordoned, labels matching the pod's node selector
+(``kubernetes.io/os=linux``) merged with the RuntimeClass's
+``scheduling.nodeSelector``, and every NoSchedule or NoExecute taint tolerated
+by the pod's tolerations (only the control-plane taint's NoSchedule) or the
+RuntimeClass's ``scheduling.tolerations``.
 
 It also records the environment into ``RunSpec.environment``: DESIGN.md asks
 that runs never be compared across environments without saying so.
@@ -25,7 +28,7 @@ that runs never be compared across environments without saying so.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -37,14 +40,20 @@ from .control import Collector
 from .errors import PreflightError
 from .kube import Cluster
 from .startrun import RunRequest
-from .workload import APP, APP_LABEL, RUN_ID_LABEL
+from .workload import (
+    APP,
+    APP_LABEL,
+    DEFAULT_RUNTIME_CLASS,
+    NODE_SELECTOR,
+    RUN_ID_LABEL,
+    TOLERATIONS,
+)
 
-__all__ = ["NEAR_FULL", "PreflightReport", "preflight"]
+__all__ = ["NEAR_FULL", "PreflightReport", "pod_placement", "preflight", "tolerates", "usable_node"]
 
 NEAR_FULL = 0.9
 """Above this share of the free pod slots a run is warned about: a node that is nearly
 full schedules the last pods late or not at all when anything else starts."""
-_TOLERATED = ("node-role.kubernetes.io/control-plane", "node-role.kubernetes.io/master")
 _DONE_PHASES = ("Succeeded", "Failed")
 
 
@@ -58,11 +67,38 @@ class PreflightReport:
     """Free pod slots on those nodes (allocatable pods minus pods already there)."""
     warnings: tuple[str, ...] = ()
     """Worth saying, not worth refusing (capacity nearly used up, say)."""
+    notes: tuple[str, ...] = ()
+    """Facts about the run's setup worth a line (the cluster default handler is used)."""
     environment: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     """Cluster type, versions and settings, for RunSpec.environment."""
 
 
-def _schedulable(node: dict[str, Any], node_selector: Mapping[str, str]) -> bool:
+def tolerates(tolerations: Sequence[Mapping[str, Any]], taint: Mapping[str, Any]) -> bool:
+    """Whether one of ``tolerations`` tolerates ``taint``, by Kubernetes' matching rules
+    (an empty effect matches every effect, Exists with no key matches every taint)."""
+    for toleration in tolerations:
+        effect = toleration.get("effect") or ""
+        if effect and effect != taint.get("effect"):
+            continue
+        key = toleration.get("key") or ""
+        if (toleration.get("operator") or "Equal") == "Exists":
+            if not key or key == taint.get("key"):
+                return True
+        elif key == taint.get("key") and (toleration.get("value") or "") == (
+            taint.get("value") or ""
+        ):
+            return True
+    return False
+
+
+def usable_node(
+    node: Mapping[str, Any],
+    node_selector: Mapping[str, str],
+    tolerations: Sequence[Mapping[str, Any]],
+) -> bool:
+    """Whether the scheduler could place a pod with this node selector and these
+    tolerations on ``node``: Ready, not cordoned, labels matching, and every NoSchedule
+    or NoExecute taint tolerated (PreferNoSchedule only steers)."""
     spec, status = node.get("spec") or {}, node.get("status") or {}
     labels = (node.get("metadata") or {}).get("labels") or {}
     if spec.get("unschedulable"):
@@ -74,12 +110,19 @@ def _schedulable(node: dict[str, Any], node_selector: Mapping[str, str]) -> bool
     if not ready:
         return False
     for taint in spec.get("taints") or []:
-        if (
-            taint.get("effect") in ("NoSchedule", "NoExecute")
-            and taint.get("key") not in _TOLERATED
-        ):
+        if taint.get("effect") in ("NoSchedule", "NoExecute") and not tolerates(tolerations, taint):
             return False
     return all(labels.get(k) == v for k, v in node_selector.items())
+
+
+def pod_placement(
+    runtime_class: Mapping[str, Any] | None,
+) -> tuple[dict[str, str], list[Mapping[str, Any]]]:
+    """The node selector and tolerations the workload's pods end up with: the Deployment's
+    own, plus the RuntimeClass's scheduling (admission merges both into the pod)."""
+    scheduling = (runtime_class or {}).get("scheduling") or {}
+    selector = {**NODE_SELECTOR, **(scheduling.get("nodeSelector") or {})}
+    return selector, [*TOLERATIONS, *(scheduling.get("tolerations") or [])]
 
 
 def _allocatable_pods(node: dict[str, Any]) -> int:
@@ -147,19 +190,25 @@ async def preflight(request: RunRequest, collector: Collector, cluster: Cluster)
     problems: list[str] = []
     warnings: list[str] = []
     version = await cluster.version()
-    classes = {str(rc["metadata"]["name"]): rc for rc in await cluster.runtime_classes()}
-    runtime_class = classes.get(request.runtime_class)
-    if runtime_class is None:
-        existing = ", ".join(sorted(classes)) or "none"
-        problems.append(
-            f"RuntimeClass {request.runtime_class!r} does not exist; existing: {existing}"
-        )
-    selector = ((runtime_class or {}).get("scheduling") or {}).get("nodeSelector") or {}
+    notes: list[str] = []
+    runtime_class: Mapping[str, Any] | None = None
+    if request.runtime_class == DEFAULT_RUNTIME_CLASS:
+        notes.append("runtime class: the cluster default handler (no runtimeClassName)")
+    else:
+        classes = {str(rc["metadata"]["name"]): rc for rc in await cluster.runtime_classes()}
+        runtime_class = classes.get(request.runtime_class)
+        if runtime_class is None:
+            existing = ", ".join(sorted(classes)) or "none"
+            problems.append(
+                f"RuntimeClass {request.runtime_class!r} does not exist; existing: {existing} "
+                f"(or {DEFAULT_RUNTIME_CLASS!r} for the cluster default handler)"
+            )
+    selector, tolerations = pod_placement(runtime_class)
     if not await cluster.namespace_exists(request.namespace):
         problems.append(f"namespace {request.namespace!r} does not exist")
 
     nodes = await cluster.nodes()
-    usable = [n for n in nodes if _schedulable(n, selector)]
+    usable = [n for n in nodes if usable_node(n, selector, tolerations)]
     names = sorted(str(n["metadata"]["name"]) for n in usable)
     busy: Counter[str] = Counter(
         str((p.get("spec") or {}).get("nodeName"))
@@ -172,7 +221,9 @@ async def preflight(request: RunRequest, collector: Collector, cluster: Cluster)
     if not names:
         problems.append(
             f"no schedulable node for RuntimeClass {request.runtime_class!r} "
-            f"({len(nodes)} nodes, none Ready, uncordoned, untainted and matching)"
+            f"({len(nodes)} nodes, none Ready, uncordoned, with every NoSchedule/NoExecute "
+            "taint tolerated and matching the node selector "
+            f"{', '.join(f'{k}={v}' for k, v in sorted(selector.items()))})"
         )
     elif request.replicas > free:
         per_node = ", ".join(f"{n} {allocatable[n]}-{busy[n]}" for n in names)
@@ -222,5 +273,6 @@ async def preflight(request: RunRequest, collector: Collector, cluster: Cluster)
         nodes=tuple(names),
         capacity=free,
         warnings=tuple(warnings),
+        notes=tuple(notes),
         environment=MappingProxyType(_environment(version, nodes, agents, names)),
     )

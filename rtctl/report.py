@@ -17,10 +17,13 @@ all show the same numbers.
   pods' events, failures summed, memory per pod as the mean of the runs that
   measured one, and per-run p50 first_response and all-responded across the
   repetitions.
+- Per group, pods measured / pods expected: pods that answered (have a
+  first_response) against the replicas the runs asked for, so a group whose
+  slowest pods never answered does not pass for a fast one unnoticed.
 - Against the baseline (the group of the baseline runtime with the same replica
   count): pN(group) / pN(baseline) per phase with its bootstrap interval
-  (rtctl/stats.py), flagged when the two groups' runs were not all taken in one
-  environment.
+  (rtctl/stats.py; two-stage, runs then pods, for a group of several runs),
+  flagged when the two groups' runs were not all taken in one environment.
 
 Phases are shown in lifecycle order (the Phase enum's order), and only those
 that some pod reached: sandbox and container phases appear when the runs have
@@ -44,9 +47,9 @@ from .stats import (
     Distribution,
     RatioInterval,
     Spread,
-    bootstrap_ratio,
+    bootstrap_ratio_runs,
 )
-from .summarytable import state_name
+from .summarytable import source_name, state_name
 
 __all__ = [
     "LIFECYCLE",
@@ -68,11 +71,6 @@ __all__ = [
 LIFECYCLE = tuple(p for p in display.LIFECYCLE if p != events_pb2.PHASE_CREATED)
 """The start-up phases a latency is reported for, in lifecycle order (created is the
 reference point itself; teardown and failure phases are not start-up latencies)."""
-
-
-def source_name(source: int) -> str:
-    """``probe`` for SOURCE_PROBE."""
-    return events_pb2.Source.Name(source).removeprefix("SOURCE_").lower()
 
 
 @dataclass(frozen=True, order=True)
@@ -163,6 +161,10 @@ class GroupReport:
     key: GroupKey
     run_ids: tuple[str, ...]
     pods: int
+    measured: int
+    """Pods with a first_response (in runs with a created time): what the latencies rest on."""
+    expected: int
+    """Replicas the group's runs asked for; ``measured < expected`` means pods never answered."""
     phases: tuple[PhaseRow, ...]
     """Over all pods of all the group's runs that have a created time."""
     failed_pods: int
@@ -265,7 +267,7 @@ def build_report(
             base_row = base.phase(row.phase)
             interval = None
             if base_row is not None:
-                interval = bootstrap_ratio(
+                interval = bootstrap_ratio_runs(
                     _latencies(by_key[group.key], row.phase),
                     _latencies(by_key[base.key], row.phase),
                     percent=percent,
@@ -356,15 +358,12 @@ def _run(summary: control_pb2.RunSummary) -> RunReport:
     )
 
 
-def _latencies(runs: Sequence[RunReport], phase: str) -> list[int]:
-    """Every pod's latency of ``phase`` in these runs (runs without a created time left out)."""
+def _latencies(runs: Sequence[RunReport], phase: str) -> list[list[int]]:
+    """Every pod's latency of ``phase``, run by run (runs without a created time left out)."""
     return [
-        t.latency_ns
+        [t.latency_ns for pod in run.pods for t in pod.phases if t.phase == phase]
         for run in runs
         if run.created_ns
-        for pod in run.pods
-        for t in pod.phases
-        if t.phase == phase
     ]
 
 
@@ -405,6 +404,14 @@ def _group(key: GroupKey, runs: Sequence[RunReport]) -> GroupReport:
         key=key,
         run_ids=tuple(run.run_id for run in runs),
         pods=sum(len(run.pods) for run in runs),
+        measured=sum(
+            1
+            for run in runs
+            if run.created_ns
+            for pod in run.pods
+            if pod.latency("first_response") is not None
+        ),
+        expected=sum(run.key.replicas for run in runs),
         phases=tuple(rows),
         failed_pods=sum(run.failed_pods for run in runs),
         failures=tuple(sorted(failures.items(), key=lambda item: (-item[1], item[0]))),

@@ -2,19 +2,27 @@
 PNG figures and one HTML page.
 
     rtctl report [RUN_ID ...] [--test-id T] [--plan-id P] [--baseline RUNTIME]
-                 [--out DIR] [--format text|json] [--bootstrap N] [--seed S]
+                 [--include-failed] [--out DIR] [--format text|json] [--bootstrap N]
+                 [--seed S]
 
-Without run ids, every finished run the collector has (narrowed by --test-id
-and --plan-id) is reported on; runs still going or aborted are left out and the
-report says so (an aborted run stopped half way and would bias its runtime).
-Named run ids are reported on whatever their state.
+Without run ids, every SUCCEEDED run the collector has (narrowed by --test-id
+and --plan-id) is reported on, and the report names every run it left out and
+why. Failed and timed-out runs are left out by default because their slowest
+pods never answered: they have no first_response, so a runtime that times out
+would look faster; ``--include-failed`` keeps them (the tables show pods
+measured against pods expected). Runs still going or aborted are always left
+out (an aborted run stopped half way). Runs of a plan count once per key: the
+run that stands for it by run-plan's own rule (``planrun.standing_run``), so a
+FAILED attempt and its SUCCEEDED retry are not pooled. Named run ids are
+reported on whatever their state.
 
 ``--out DIR`` writes ``report.html`` (self-contained), ``report.json`` and every
 figure as PNG, and says where. ``--format json`` prints the whole report for
 scripts, per-pod phase times included (ns, with source and uncertainty).
 
 ``collect_report`` and ``write_report`` are what ``rtctl demo`` and
-``rtctl run-plan`` call to produce the same files without the command line.
+``rtctl run-plan`` (its final comparison, and ``--out DIR``) call to produce the
+same numbers and files without the command line.
 """
 
 from __future__ import annotations
@@ -28,14 +36,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-
 from rtbench.cli import EXIT_OK
 from rtbench.v1 import control_pb2
 
+from . import cliargs
 from .control import Collector
 from .errors import UsageError
 from .htmlreport import render_html
+from .planrun import RunKey, standing_run
 from .plots import render_plots
 from .report import PhaseRow, Report, build_report, state_name
 from .reporttables import print_report
@@ -43,13 +51,9 @@ from .settings import add_connection_options, connection_settings
 from .stats import DEFAULT_RESAMPLES, Spread
 from .summarytable import summary_dict
 
-__all__ = ["add_parser", "collect_report", "report_json", "run", "write_report"]
+__all__ = ["add_parser", "collect_report", "report_json", "run", "select_runs", "write_report"]
 
-FINISHED = (
-    control_pb2.RUN_STATE_SUCCEEDED,
-    control_pb2.RUN_STATE_FAILED,
-    control_pb2.RUN_STATE_TIMED_OUT,
-)
+FAILED = (control_pb2.RUN_STATE_FAILED, control_pb2.RUN_STATE_TIMED_OUT)
 
 
 def add_parser(subparsers: Any) -> None:
@@ -68,6 +72,11 @@ def add_parser(subparsers: Any) -> None:
         "--baseline", help="runtime the others are compared with (default: runc when present)"
     )
     parser.add_argument(
+        "--include-failed",
+        action="store_true",
+        help="also report failed and timed-out runs (default: succeeded runs only)",
+    )
+    parser.add_argument(
         "--out", type=Path, metavar="DIR", help="write report.html, report.json and PNGs here"
     )
     parser.add_argument(
@@ -78,7 +87,7 @@ def add_parser(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--bootstrap",
-        type=_positive,
+        type=cliargs.positive_int,
         default=DEFAULT_RESAMPLES,
         metavar="N",
         help=f"bootstrap resamples per ratio (default: {DEFAULT_RESAMPLES})",
@@ -88,11 +97,38 @@ def add_parser(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
+def select_runs(
+    listed: Sequence[control_pb2.RunInfo], include_failed: bool
+) -> tuple[list[str], list[str]]:
+    """The run ids to report on among ``listed`` (registration order), and notes naming
+    the runs left out and why (see the module docstring)."""
+    chosen: list[str] = []
+    left: dict[str, list[str]] = {}
+    by_key: dict[tuple[str, RunKey], list[control_pb2.RunInfo]] = {}
+    for info in listed:
+        if info.spec.plan_id:
+            by_key.setdefault((info.spec.plan_id, RunKey.of(info.spec)), []).append(info)
+    standing = {
+        key: standing_run(infos, retry_failed=not include_failed) for key, infos in by_key.items()
+    }
+    for info in listed:
+        spec, state = info.spec, info.state
+        stands = standing[(spec.plan_id, RunKey.of(spec))] if spec.plan_id else None
+        if stands is not None and stands.spec.run_id != spec.run_id:
+            why = f"another attempt of the same plan run stands for it ({stands.spec.run_id})"
+            left.setdefault(why, []).append(f"{spec.run_id} ({state_name(state)})")
+            continue
+        if state == control_pb2.RUN_STATE_SUCCEEDED or (include_failed and state in FAILED):
+            chosen.append(spec.run_id)
+            continue
+        why = (
+            "failed or timed out (--include-failed keeps them)"
+            if state in FAILED
+            else "not finished"
+        )
+        left.setdefault(why, []).append(f"{spec.run_id} ({state_name(state)})")
+    notes = [f"left out, {why}: {', '.join(ids)}" for why, ids in left.items()]
+    return chosen, notes
 
 
 async def collect_report(
@@ -104,20 +140,17 @@ async def collect_report(
     baseline: str | None = None,
     resamples: int = DEFAULT_RESAMPLES,
     seed: int = 0,
+    include_failed: bool = False,
 ) -> Report:
-    """The report on the named runs, or on the finished runs matching test and plan id.
+    """The report on the named runs, or on the runs matching test and plan id that
+    ``select_runs`` keeps.
 
     Raises UsageError when nothing matches, CollectorError when a call fails.
     """
     notes: list[str] = []
     if not run_ids:
         listed = await collector.runs(test_id=test_id, plan_id=plan_id)
-        run_ids = [r.spec.run_id for r in listed if r.state in FINISHED]
-        skipped = [
-            f"{r.spec.run_id} ({state_name(r.state)})" for r in listed if r.state not in FINISHED
-        ]
-        if skipped:
-            notes.append(f"left out, not finished: {', '.join(skipped)}")
+        run_ids, notes = select_runs(listed, include_failed)
         if not run_ids:
             which = " and ".join(
                 f"{name} {value!r}"
@@ -125,7 +158,9 @@ async def collect_report(
                 if value
             )
             raise UsageError(
-                f"no finished runs{' with ' + which if which else ''} in the collector"
+                f"no {'finished' if include_failed else 'succeeded'} runs"
+                f"{' with ' + which if which else ''} in the collector"
+                + ("" if include_failed else " (--include-failed adds failed ones)")
             )
     summaries = [await collector.summary(run_id, include_pods=True) for run_id in run_ids]
     # Bootstrapping is CPU work: a thread keeps the event loop (and Ctrl-C) responsive.
@@ -159,6 +194,7 @@ async def run(args: argparse.Namespace) -> int:
             baseline=args.baseline,
             resamples=args.bootstrap,
             seed=args.seed,
+            include_failed=args.include_failed,
         )
     written = await asyncio.to_thread(write_report, report, args.out) if args.out else []
     if args.format == "json":
@@ -166,8 +202,7 @@ async def run(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
         where = sys.stderr
     else:
-        # Piped or logged output has no width to fit: wide enough that no table wraps.
-        print_report(report, Console() if sys.stdout.isatty() else Console(width=180))
+        print_report(report, cliargs.console())
         where = sys.stdout
     if written:
         figures = sum(p.suffix == ".png" for p in written)
@@ -233,6 +268,8 @@ def report_json(report: Report) -> dict[str, Any]:
                 "replicas": g.key.replicas,
                 "run_ids": list(g.run_ids),
                 "pods": g.pods,
+                "pods_measured": g.measured,
+                "pods_expected": g.expected,
                 "failed_pods": g.failed_pods,
                 "failures": dict(g.failures),
                 "memory_per_pod_bytes": g.memory_per_pod_bytes,

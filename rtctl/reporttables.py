@@ -73,7 +73,10 @@ def group_table(report: Report, group: GroupReport) -> Table:
     """One runtime (runtime class, variant, replicas): phases by percentiles over all its pods."""
     failures = ", ".join(f"{reason} {count}" for reason, count in group.failures) or "none"
     table = Table(
-        title=f"{group.key.label}: {len(group.run_ids)} runs, {group.pods} pods",
+        title=(
+            f"{group.key.label}: {len(group.run_ids)} runs, {group.pods} pods,"
+            f" measured {group.measured} of {group.expected} expected"
+        ),
         caption=(
             f"failed pods {group.failed_pods} ({failures}); memory per pod {_memory(group)} MiB;"
             f" latency from the Deployment's create, ms"
@@ -107,7 +110,8 @@ def comparison_table(report: Report, phase: str = "first_response") -> Table:
         caption=(
             f"ms from the Deployment's create; ratio = p{report.percent}/p{report.percent}"
             f" of the baseline with the same replicas, {report.confidence:.0%} bootstrap CI"
-            f" over pods ({report.resamples} resamples, seed {report.seed});"
+            f" ({report.resamples} resamples, seed {report.seed}; runs then pods when a runtime"
+            " has several runs); pods: measured (answered) / expected (replicas asked for);"
             " per-run p50 and all responded: median (min-max) over repetitions"
         ),
         title_justify="left",
@@ -130,7 +134,7 @@ def comparison_table(report: Report, phase: str = "first_response") -> Table:
             group.key.runtime,
             str(group.key.replicas),
             str(len(group.run_ids)),
-            str(group.pods),
+            f"{group.measured}/{group.expected}",
             str(group.failed_pods),
             *cells,
             _vs_baseline(report, group, report.comparison(group.key, phase)),

@@ -23,11 +23,11 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from rich.console import Console
 from rich.table import Table
 
 from rtbench.v1 import control_pb2
 
+from .cliargs import console, duration_arg, positive_int
 from .control import Collector
 from .display import display_for
 from .errors import UsageError
@@ -36,7 +36,7 @@ from .preflight import preflight
 from .settings import add_connection_options, connection_settings
 from .startrun import RunRequest, execute_run
 from .summarytable import format_ns, state_name, summary_dict, summary_table
-from .workload import DEFAULT_IMAGE, DEFAULT_MEMORY
+from .workload import DEFAULT_IMAGE, DEFAULT_MEMORY, DEFAULT_RUNTIME_CLASS
 
 __all__ = ["add_parser"]
 
@@ -53,26 +53,6 @@ def _labels(pairs: list[str]) -> dict[str, str]:
     return labels
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text.removesuffix("s"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be seconds, got {text!r}") from None
-    if value != value or value in (float("inf"), float("-inf")):
-        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def add_parser(subparsers: Any) -> None:
     """Register start-run, runs and agents."""
     start = subparsers.add_parser(
@@ -87,9 +67,16 @@ def add_parser(subparsers: Any) -> None:
             "waiting for the pods)."
         ),
     )
-    start.add_argument("--runtime-class", required=True, help="RuntimeClass of the pods")
+    start.add_argument(
+        "--runtime-class",
+        required=True,
+        help=(
+            f"RuntimeClass of the pods; {DEFAULT_RUNTIME_CLASS!r}: none, the nodes' default "
+            "handler (runc on most clusters, which often have no RuntimeClass for it)"
+        ),
+    )
     start.add_argument("--variant", help="variant label (default: the runtime class)")
-    start.add_argument("--replicas", type=_positive_int, default=10, help="pods (default: 10)")
+    start.add_argument("--replicas", type=positive_int, default=10, help="pods (default: 10)")
     start.add_argument(
         "--memory",
         default=DEFAULT_MEMORY,
@@ -107,15 +94,17 @@ def add_parser(subparsers: Any) -> None:
     )
     start.add_argument(
         "--timeout",
-        type=_seconds,
+        type=duration_arg,
         default=300.0,
-        help="seconds until every replica must answer (default: 300)",
+        metavar="DURATION",
+        help="until every replica must answer: 300, 90s, 5m, 1h, 500ms (default: 300 s)",
     )
     start.add_argument(
         "--settle",
-        type=_seconds,
+        type=duration_arg,
         default=5.0,
-        help="seconds to wait after the pods are gone (default: 5)",
+        metavar="DURATION",
+        help="wait after the pods are gone, as --timeout (default: 5 s)",
     )
     start.add_argument(
         "--keep", action="store_true", help="leave the Deployment in place afterwards"
@@ -127,7 +116,15 @@ def add_parser(subparsers: Any) -> None:
     add_connection_options(start)
     start.set_defaults(func=start_run)
 
-    runs = subparsers.add_parser("runs", help="list the runs the collector knows")
+    runs = subparsers.add_parser(
+        "runs",
+        help="list the runs the collector knows",
+        description=(
+            "List the runs registered with the collector, newest last: id, test, plan, "
+            "runtime class and variant, replicas, state, when it was created and how long "
+            "it took. --format json gives the same rows for scripts."
+        ),
+    )
     runs.add_argument("--test-id", default="", help="only runs of this test id")
     runs.add_argument("--plan-id", default="", help="only runs of this plan")
     runs.add_argument("--format", choices=FORMATS, default="text")
@@ -135,17 +132,18 @@ def add_parser(subparsers: Any) -> None:
     runs.set_defaults(func=list_runs)
 
     agents = subparsers.add_parser(
-        "agents", help="list the agents with their clock offsets and when they were last seen"
+        "agents",
+        help="list the agents with their clock offsets and when they were last seen",
+        description=(
+            "List the agents the collector knows, one per node: whether each is connected, "
+            "its version, when it was last heard from, and its clock offset to the collector "
+            "with the uncertainty bound (events from a node without an offset cannot be "
+            "placed on the collector's timeline). --format json for scripts."
+        ),
     )
     agents.add_argument("--format", choices=FORMATS, default="text")
     add_connection_options(agents, kubernetes=False)
     agents.set_defaults(func=list_agents)
-
-
-def _console() -> Console:
-    """stdout; wide enough for the tables when it is a file or a pipe (rich assumes 80)."""
-    console = Console()
-    return console if console.is_terminal else Console(width=160)
 
 
 # -- start-run ------------------------------------------------------------------------
@@ -173,13 +171,25 @@ async def start_run(args: argparse.Namespace) -> int:
     settings = connection_settings(args, os.environ)
     request = run_request(args)
     display = display_for(sys.stderr)
-    async with Collector.connect(settings) as collector, Cluster.connect(settings) as cluster:
-        display.stage("preflight")
-        report = await preflight(request, collector, cluster)
-        for warning in report.warnings:
-            display.note(f"warning: {warning}")
-        request = dataclasses.replace(request, environment=report.environment)
-        outcome = await execute_run(request, collector, cluster, display)
+    try:
+        async with (
+            Collector.connect(settings) as collector,
+            Cluster.connect(settings) as cluster,
+        ):
+            if cluster.kubeconfig_note:
+                display.note(cluster.kubeconfig_note)
+            display.stage("preflight")
+            report = await preflight(request, collector, cluster)
+            for note in report.notes:
+                display.note(note)
+            for warning in report.warnings:
+                display.note(f"warning: {warning}")
+            request = dataclasses.replace(request, environment=report.environment)
+            outcome = await execute_run(request, collector, cluster, display)
+    finally:
+        # A refused preflight or an early error must not leave the live view (and a
+        # hidden cursor) behind: execute_run closes it only once it has started.
+        display.close()
     if args.format == "json":
         document = summary_dict(outcome.summary)
         document["create_latency_ns"] = outcome.create_latency_ns
@@ -188,9 +198,9 @@ async def start_run(args: argparse.Namespace) -> int:
         json.dump(document, sys.stdout, indent=1)
         sys.stdout.write("\n")
     else:
-        console = _console()
-        console.print(summary_table(outcome.summary))
-        console.print(
+        out = console()
+        out.print(summary_table(outcome.summary))
+        out.print(
             f"API latency: create {format_ns(outcome.create_latency_ns)}"
             + (
                 f", delete {format_ns(outcome.delete_latency_ns)}"
@@ -269,7 +279,7 @@ async def list_runs(args: argparse.Namespace) -> int:
             _when(info.created_ns),
             duration,
         )
-    _console().print(table)
+    console().print(table)
     return 0
 
 
@@ -332,5 +342,5 @@ async def list_agents(args: argparse.Namespace) -> int:
             offset,
             samples,
         )
-    _console().print(table)
+    console().print(table)
     return 0

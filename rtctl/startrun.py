@@ -19,7 +19,8 @@ collector's summary with per-pod times). In order:
 
 Cancellation (SIGINT/SIGTERM in the CLI) at any point deletes the Deployment,
 finishes the run ABORTED and waits for the pods to go; a second cancellation
-stops that wait. Then ``Interrupted`` is raised. Any other error after the run
+stops that wait (or skips it, when it arrives while the Deployment is being deleted or
+the run is being finished). Then ``Interrupted`` is raised. Any other error after the run
 was registered finishes it FAILED and deletes the Deployment (best effort)
 before it propagates.
 """
@@ -28,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import uuid
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -47,7 +47,10 @@ from .workload import (
     label_value_problem,
     memory_problem,
     name_problem,
+    namespace_problem,
+    new_run_id,
     pod_labels,
+    run_id_problem,
     run_selector,
     workload_deployment,
 )
@@ -65,16 +68,13 @@ TICK_S = 1.0
 """How often the display is handed the latest counts even when nothing changed."""
 
 
-def new_run_id(runtime_class: str) -> str:
-    """A run id that says what ran and cannot collide: ``<class>-<12 hex>``."""
-    return f"{runtime_class}-{uuid.uuid4().hex[:12]}"
-
-
 @dataclass(frozen=True)
 class RunRequest:
     """What to run; validated without I/O when built (raises UsageError)."""
 
     runtime_class: str
+    """A RuntimeClass name, or ``default`` (DEFAULT_RUNTIME_CLASS): no runtimeClassName,
+    the nodes' default handler."""
     variant: str
     replicas: int
     image: str
@@ -90,23 +90,25 @@ class RunRequest:
     """Quiet time after the pods are gone, so the next run starts on a calm node."""
     keep: bool = False
     run_id: str | None = None
-    """None: ``new_run_id(runtime_class)``."""
+    """None: ``new_run_id(runtime_class)``. Checked here like every label value, so a bad
+    id is a usage error (exit 2) before anything is registered."""
     plan_id: str = ""
     repetition: int = 0
     environment: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
     """Cluster type, versions, settings (RunSpec.environment); preflight fills it."""
 
     def __post_init__(self) -> None:
+        class_problem = name_problem(self.runtime_class) or label_value_problem(self.runtime_class)
         problems = [
-            name_problem(self.runtime_class),
-            name_problem(self.namespace),
+            f"runtime class: {class_problem}" if class_problem else None,
+            namespace_problem(self.namespace),
             memory_problem(self.memory),
         ]
         for what, value in (("variant", self.variant), ("test id", self.test_id)):
             problem = label_value_problem(value)
             problems.append(f"{what}: {problem}" if problem else None)
         if self.run_id is not None:
-            problem = label_value_problem(self.run_id) if self.run_id else "must not be empty"
+            problem = run_id_problem(self.run_id)
             problems.append(f"run id: {problem}" if problem else None)
         for key, value in self.labels.items():
             problems.append(label_key_problem(key))
@@ -164,14 +166,20 @@ class RunOutcome:
         return self.state == control_pb2.RUN_STATE_SUCCEEDED
 
 
-async def _finish_anyway(step: Awaitable[T]) -> T:
+async def _finish_anyway(step: Awaitable[T], interrupted: list[int]) -> T:
     """Await a short cleanup step to its end even if cancelled meanwhile: a second Ctrl-C
-    must not leave a Deployment behind (each step has its own request deadline)."""
+    must not leave a Deployment behind (each step has its own request deadline). Every
+    cancellation absorbed is appended to ``interrupted``, so the caller can skip the
+    waiting that the user asked to skip."""
     task = asyncio.ensure_future(step)
     while True:
         try:
             return await asyncio.shield(task)
         except asyncio.CancelledError:
+            interrupted.append(1)
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
             if task.done():
                 return task.result()
 
@@ -207,6 +215,8 @@ class _Run:
         self.registered = False
         self.finished = False
         self.create_sent = False
+        self.cancels_absorbed: list[int] = []
+        """Cancellations that arrived during cleanup steps that must finish anyway."""
         self.latest: control_pb2.Progress | None = None
 
     # -- following progress ---------------------------------------------------------------
@@ -313,19 +323,26 @@ class _Run:
         self.display.countdown("settle", total, total)
 
     async def abort(self) -> None:
-        """After a cancellation: delete, finish ABORTED, wait for the pods (cancellable)."""
+        """After a cancellation: delete, finish ABORTED, wait for the pods (cancellable).
+
+        A further cancellation while deleting or finishing lets that step end (no
+        Deployment left behind) and then skips the wait for the pods."""
         self.display.stage(f"interrupted: cleaning up run {self.run_id}")
+        absorbed = self.cancels_absorbed
         with contextlib.suppress(RtctlError):
             if self.create_sent:
-                await _finish_anyway(self.delete())
+                await _finish_anyway(self.delete(), absorbed)
         with contextlib.suppress(RtctlError):
             if self.registered and not self.finished:
                 await _finish_anyway(
                     self.collector.finish_run(
                         self.run_id, control_pb2.RUN_STATE_ABORTED, "interrupted"
-                    )
+                    ),
+                    absorbed,
                 )
-        if self.create_sent:
+        if absorbed:
+            self.display.note(f"not waiting for the pods of run {self.run_id} to go")
+        elif self.create_sent:
             with contextlib.suppress(RtctlError, asyncio.CancelledError):
                 await self.wait_gone()
 

@@ -21,6 +21,16 @@ defined so a reader can recompute it:
   Beta draw therefore replaces n draws and a sort, with exactly the same
   distribution (tests/rtctl/test_stats.py checks it against literal
   resampling), which keeps 2000 resamples of 10 000 pods instant.
+- Pods of one run are not independent: they share the run's node state,
+  image cache and API server load, and repetitions of a runtime differ by more
+  than pod-to-pod noise suggests. When a group has two or more runs, its side
+  of a ratio is therefore resampled in two stages (``bootstrap_ratio_runs``):
+  draw the group's runs with replacement, then each drawn run's pods with
+  replacement, pool them and take pN. The interval then covers run-to-run
+  variation as well as pod-to-pod variation. The inner stage is literal
+  resampling (the Beta shortcut gives one run's order statistic, not the pooled
+  one); a group of one run keeps the one-stage Beta draw, which is the same
+  thing there.
 - Across repetitions (one number per run, e.g. its p50 first_response), the
   median is nearest-rank too (one run's real value), the spread its min..max.
 
@@ -44,9 +54,11 @@ __all__ = [
     "RatioInterval",
     "Spread",
     "bootstrap_ratio",
+    "bootstrap_ratio_runs",
     "fraction_rank",
     "nearest_rank",
     "resampled_percentiles",
+    "two_stage_percentiles",
 ]
 
 DEFAULT_RESAMPLES = 2000
@@ -153,6 +165,33 @@ def resampled_percentiles(
     ]
 
 
+def two_stage_percentiles(
+    runs: Sequence[Sequence[int]], percent: int, resamples: int, rng: random.Random
+) -> list[int]:
+    """The nearest-rank pN of ``resamples`` two-stage bootstrap resamples of ``runs``.
+
+    Each resample draws len(runs) runs with replacement, then each drawn run's
+    own number of pods with replacement from that run, and takes pN of the pool.
+    """
+    kept = [list(run) for run in runs if run]
+    if not kept:
+        raise ValueError("cannot resample an empty group")
+    indices = range(len(kept))
+    out = []
+    for _ in range(resamples):
+        counts = [0] * len(kept)
+        for index in rng.choices(indices, k=len(kept)):
+            counts[index] += 1
+        pool: list[int] = []
+        for run, times in zip(kept, counts, strict=True):
+            if times:
+                # m draws of a run's n pods each are m*n draws from that run.
+                pool += rng.choices(run, k=times * len(run))
+        pool.sort()
+        out.append(nearest_rank(pool, percent))
+    return out
+
+
 def bootstrap_ratio(
     values: Sequence[int],
     baseline: Sequence[int],
@@ -169,12 +208,7 @@ def bootstrap_ratio(
     of a report can have its own stream (e.g. "7:kata-qemu:first_response")
     and adding a runtime to a report leaves the other intervals unchanged.
     """
-    if resamples < 1:
-        raise ValueError(f"resamples must be at least 1, not {resamples}")
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must be between 0 and 1, not {confidence}")
-    if not 0 < percent <= 100:
-        raise ValueError(f"percent must be in 1..100, not {percent}")
+    _check(resamples, confidence, percent)
     ours, theirs = sorted(values), sorted(baseline)
     if not ours or not theirs:
         return None
@@ -184,6 +218,65 @@ def bootstrap_ratio(
     rng = random.Random(seed)
     numerators = resampled_percentiles(ours, percent, resamples, rng)
     denominators = resampled_percentiles(theirs, percent, resamples, rng)
+    return _interval(ours, theirs, numerators, denominators, percent, confidence)
+
+
+def bootstrap_ratio_runs(
+    runs: Sequence[Sequence[int]],
+    baseline_runs: Sequence[Sequence[int]],
+    *,
+    percent: int = 50,
+    resamples: int = DEFAULT_RESAMPLES,
+    confidence: float = DEFAULT_CONFIDENCE,
+    seed: int | str = 0,
+) -> RatioInterval | None:
+    """Like ``bootstrap_ratio`` over the pooled pods, but each side given run by run.
+
+    A side with two or more runs (that have pods) is resampled in two stages,
+    runs then pods (see the module docstring); a side with one run is the
+    one-stage bootstrap of its pods. The point ratio is the same as the pooled one.
+    """
+    _check(resamples, confidence, percent)
+    ours = sorted(v for run in runs for v in run)
+    theirs = sorted(v for run in baseline_runs for v in run)
+    if not ours or not theirs or nearest_rank(theirs, percent) <= 0:
+        return None
+    rng = random.Random(seed)
+    numerators = _side(runs, ours, percent, resamples, rng)
+    denominators = _side(baseline_runs, theirs, percent, resamples, rng)
+    return _interval(ours, theirs, numerators, denominators, percent, confidence)
+
+
+def _side(
+    runs: Sequence[Sequence[int]],
+    pooled: Sequence[int],
+    percent: int,
+    resamples: int,
+    rng: random.Random,
+) -> list[int]:
+    if sum(1 for run in runs if run) >= 2:
+        return two_stage_percentiles(runs, percent, resamples, rng)
+    return resampled_percentiles(pooled, percent, resamples, rng)
+
+
+def _check(resamples: int, confidence: float, percent: int) -> None:
+    if resamples < 1:
+        raise ValueError(f"resamples must be at least 1, not {resamples}")
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be between 0 and 1, not {confidence}")
+    if not 0 < percent <= 100:
+        raise ValueError(f"percent must be in 1..100, not {percent}")
+
+
+def _interval(
+    ours: Sequence[int],
+    theirs: Sequence[int],
+    numerators: Sequence[int],
+    denominators: Sequence[int],
+    percent: int,
+    confidence: float,
+) -> RatioInterval | None:
+    point_base = nearest_rank(theirs, percent)
     ratios = sorted(a / b for a, b in zip(numerators, denominators, strict=True) if b > 0)
     if not ratios:
         return None

@@ -23,7 +23,14 @@ from rtbench.v1 import control_pb2, events_pb2
 
 from .display import LIFECYCLE, phase_name
 
-__all__ = ["format_ns", "state_name", "summary_dict", "summary_lines", "summary_table"]
+__all__ = [
+    "format_ns",
+    "source_name",
+    "state_name",
+    "summary_dict",
+    "summary_lines",
+    "summary_table",
+]
 
 _ORDER = {phase: rank for rank, phase in enumerate((*LIFECYCLE, events_pb2.PHASE_FAILED))}
 
@@ -45,7 +52,8 @@ def state_name(state: int) -> str:
     return str(name).removeprefix("RUN_STATE_").lower()
 
 
-def _source_name(source: int) -> str:
+def source_name(source: int) -> str:
+    """``probe`` for SOURCE_PROBE."""
     return str(events_pb2.Source.Name(source)).removeprefix("SOURCE_").lower()
 
 
@@ -187,7 +195,7 @@ def summary_dict(summary: control_pb2.RunSummary) -> dict[str, Any]:
                 "node": pod.pod.node,
                 "phases": {
                     phase_name(t.phase): {
-                        "source": _source_name(t.source),
+                        "source": source_name(t.source),
                         "time_ns": t.time_ns,
                         "latency_ns": t.latency_ns,
                         "uncertainty_ns": t.uncertainty_ns,

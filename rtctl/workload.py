@@ -8,13 +8,25 @@ so that dashboards built for the Prometheus setups still select the pods, plus
 (agent/transitions.py). The pod says which port to probe
 (``rtbench.io/probe-port``) so the agent never has to guess.
 
+``--runtime-class default`` (``DEFAULT_RUNTIME_CLASS``) leaves runtimeClassName
+out of the pod spec: the node's default handler runs the pods, which is how
+most clusters run runc, with no RuntimeClass object for it at all.
+
+Run ids are label values (at most 63 characters); the Deployment is named after
+the run id, and when the id had to be changed to make a name (upper case, ``_``
+or ``.``, too long) a short hash of the id is appended, so ``A_b`` and ``a-b``
+never share a Deployment.
+
 Everything here is pure (no I/O): the Deployment is a plain dict, sent as is.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
+import uuid
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 __all__ = [
@@ -22,16 +34,22 @@ __all__ = [
     "APP_LABEL",
     "DEFAULT_IMAGE",
     "DEFAULT_MEMORY",
+    "DEFAULT_RUNTIME_CLASS",
+    "NODE_SELECTOR",
     "PROBE_PORT_ANNOTATION",
     "RESERVED_LABELS",
     "RUN_ID_LABEL",
+    "TOLERATIONS",
     "WORKLOAD_PORT",
     "deployment_name",
     "label_key_problem",
     "label_value_problem",
     "memory_problem",
     "name_problem",
+    "namespace_problem",
+    "new_run_id",
     "pod_labels",
+    "run_id_problem",
     "run_selector",
     "workload_deployment",
 ]
@@ -50,11 +68,28 @@ DEFAULT_IMAGE = "ghcr.io/rtbench/workload:latest"
 its own workload binary whatever the image says."""
 DEFAULT_MEMORY = "16Mi"
 """The limit most runtimes ran with on the Raspberry Pi 5 study (DESIGN.md)."""
+DEFAULT_RUNTIME_CLASS = "default"
+"""The runtime class that means "no runtimeClassName": the nodes' default handler."""
 RESERVED_LABELS = (APP_LABEL, "test_id", "runtime_class", "variant", RUN_ID_LABEL)
 """Labels rtctl sets itself; extra labels must not override them."""
 
+NODE_SELECTOR: Mapping[str, str] = MappingProxyType({"kubernetes.io/os": "linux"})
+"""The workload is a Linux binary; preflight counts only nodes that match this too."""
+TOLERATIONS: tuple[Mapping[str, str], ...] = (
+    MappingProxyType(
+        {
+            "key": "node-role.kubernetes.io/control-plane",
+            "operator": "Exists",
+            "effect": "NoSchedule",
+        }
+    ),
+)
+"""Small clusters (kind, k3s, one Pi) run pods on the control-plane node too; only its
+NoSchedule taint is tolerated, so preflight must not count a node tainted NoExecute."""
+
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 _NAME_PART = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$")
 
@@ -88,6 +123,30 @@ def name_problem(name: str) -> str | None:
     return None
 
 
+def namespace_problem(name: str) -> str | None:
+    """Why ``name`` cannot name a namespace (a DNS label: no dots, at most 63), or None."""
+    if not name or len(name) > 63 or not _DNS_LABEL.match(name):
+        return f"{name!r} is not a namespace name (lower-case letters, digits and '-')"
+    return None
+
+
+def run_id_problem(run_id: str) -> str | None:
+    """Why ``run_id`` cannot be a run id (a non-empty label value), or None when it can."""
+    if not run_id:
+        return "must not be empty"
+    return label_value_problem(run_id)
+
+
+_RUN_ID_HEX = 12
+
+
+def new_run_id(runtime_class: str) -> str:
+    """A run id that says what ran and cannot collide: ``<class>-<12 hex>``, the class cut
+    short where needed so the id stays a label value (RuntimeClass names may be longer)."""
+    head = runtime_class[: 63 - _RUN_ID_HEX - 1].rstrip("-_.") or "run"
+    return f"{head}-{uuid.uuid4().hex[:_RUN_ID_HEX]}"
+
+
 def memory_problem(memory: str) -> str | None:
     """Why ``memory`` is not a Kubernetes memory quantity like 16Mi, or None."""
     if not _QUANTITY.match(memory) or float(re.sub(r"[A-Za-z]+$", "", memory)) <= 0:
@@ -96,9 +155,15 @@ def memory_problem(memory: str) -> str | None:
 
 
 def deployment_name(run_id: str) -> str:
-    """``rtbench-<run id>``, cut to the 63 characters a pod name prefix may use."""
-    name = f"rtbench-{run_id}".lower().replace("_", "-").replace(".", "-")
-    return name[:63].rstrip("-")
+    """``rtbench-<run id>`` within the 63 characters a pod name prefix may use; when the id
+    had to be lower-cased, mapped (``_``/``.`` to ``-``) or cut, ``-<8 hex of the id>`` is
+    appended so that distinct run ids never name the same Deployment."""
+    plain = f"rtbench-{run_id}"
+    name = plain.lower().replace("_", "-").replace(".", "-")
+    if name == plain and len(name) <= 63:
+        return name
+    digest = hashlib.sha256(run_id.encode()).hexdigest()[:8]
+    return f"{name[: 63 - 9].rstrip('-')}-{digest}"
 
 
 def pod_labels(
@@ -138,8 +203,12 @@ def workload_deployment(
     runtime_class: str,
     labels: Mapping[str, str],
 ) -> dict[str, Any]:
-    """The Deployment of one run (``labels`` from ``pod_labels``)."""
+    """The Deployment of one run (``labels`` from ``pod_labels``); ``runtime_class``
+    DEFAULT_RUNTIME_CLASS leaves runtimeClassName out."""
     port = WORKLOAD_PORT
+    class_name = (
+        {} if runtime_class == DEFAULT_RUNTIME_CLASS else {"runtimeClassName": runtime_class}
+    )
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -158,7 +227,7 @@ def workload_deployment(
                     "annotations": {PROBE_PORT_ANNOTATION: str(port)},
                 },
                 "spec": {
-                    "runtimeClassName": runtime_class,
+                    **class_name,
                     # Benchmark pods must not linger: the workload exits at once on SIGTERM.
                     "terminationGracePeriodSeconds": 5,
                     "containers": [
@@ -178,14 +247,8 @@ def workload_deployment(
                             },
                         }
                     ],
-                    "nodeSelector": {"kubernetes.io/os": "linux"},
-                    "tolerations": [
-                        {
-                            "key": "node-role.kubernetes.io/control-plane",
-                            "operator": "Exists",
-                            "effect": "NoSchedule",
-                        }
-                    ],
+                    "nodeSelector": dict(NODE_SELECTOR),
+                    "tolerations": [dict(t) for t in TOLERATIONS],
                 },
             },
         },

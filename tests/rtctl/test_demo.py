@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import select
@@ -13,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from rtctl.demo import DemoSettings, demo_plan_yaml
+from rtctl.demo import DemoSettings, demo_plan_yaml, demo_settings
+from rtctl.errors import UsageError
 from rtctl.plan import parse_plan
 
 BIN = Path(sys.executable).parent
@@ -121,6 +123,54 @@ def test_bad_demo_settings_are_usage_errors(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "--repetitions must be at least 1" in done.stderr
     assert not (tmp_path / "rtbench-demo").exists(), "nothing is started or written"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--timeout", "nan"], "--timeout: 'nan' is not a duration"),
+        (["--timeout", "1e7"], "--timeout: '1e7' is not a duration"),
+        (["--settle", "9000h"], "--settle: '9000h' is longer than a week"),
+        # Passes the demo's own checks; the plan refuses it: still before DIR exists.
+        (["--runtimes", "runc,Not_A_Class"], "Not_A_Class"),
+    ],
+)
+def test_values_refused_late_before_now_leave_no_files(
+    tmp_path: Path, argv: list[str], message: str
+) -> None:
+    done = subprocess.run(
+        [str(BIN / "rtctl"), "demo", "--out", "out", *argv],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False, env=clean_env(),
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert message in done.stderr
+    assert list(tmp_path.iterdir()) == [], "nothing is written before the values are checked"
+
+
+def test_durations_take_units_and_the_plan_gets_them_back() -> None:
+    args = argparse.Namespace(timeout_s="5m", settle_s="500ms", pleg_period_s="0.1")
+    settings = demo_settings(args, {"RTBENCH_RTCTL_DEMO_TIMEOUT": "1h"})
+    assert settings.timeout_s == 300 and settings.settle_s == 0.5
+    assert (
+        demo_settings(argparse.Namespace(), {"RTBENCH_RTCTL_DEMO_TIMEOUT": "1h"}).timeout_s == 3600
+    )
+    plan = parse_plan(demo_plan_yaml(settings), "demo.yaml")
+    assert plan.timeout_s == 300 and plan.settle_s == 0.5
+    for bad in (float("nan"), float("inf"), -1.0):
+        with pytest.raises(UsageError, match="finite duration"):
+            DemoSettings(settle_s=bad).check()
+
+
+def test_the_seed_help_says_the_order_is_fixed_without_one(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from rtctl.cli import build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["demo", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(random)" not in text
+    assert "the run order is then seeded by the plan id" in text
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ import json
 from rich.console import Console
 
 from rtbench.v1 import control_pb2, events_pb2
-from rtctl.display import PlainDisplay, display_for, phase_name
+from rtctl.display import PlainDisplay, _View, countdown_label, display_for, phase_name
 from rtctl.summarytable import format_ns, summary_dict, summary_table
 
 P = events_pb2
@@ -127,3 +127,21 @@ def test_durations_read_naturally() -> None:
     assert format_ns(12_340_000_000) == "12.34 s"
     assert format_ns(-2_000_000) == "-2.0 ms"
     assert phase_name(P.PHASE_CONTAINER_CREATED) == "container_created"
+
+
+def test_countdowns_read_the_same_in_plain_lines_and_the_live_view() -> None:
+    assert countdown_label(12, 30) == "12/30"
+    assert countdown_label(1.25, 5.0) == "1.2/5.0 s"
+    stream = io.StringIO()
+    plain = PlainDisplay(stream, interval_s=0)
+    plain.countdown("pods gone", 30, 30)
+    plain.countdown("settle", 5.0, 5.0)
+    assert stream.getvalue().splitlines()[0].endswith("pods gone: 30/30")
+    assert stream.getvalue().splitlines()[1].endswith("settle: 5.0/5.0 s")
+    # The live view (rendered to a string) shows the same label next to its bar.
+    console = Console(file=io.StringIO(), width=120, force_terminal=False)
+    view = _View()
+    view.stage = "settling"
+    view.countdown = ("settle", 2.5, 5.0)
+    console.print(view)
+    assert "2.5/5.0 s" in console.file.getvalue()  # type: ignore[attr-defined]

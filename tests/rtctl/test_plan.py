@@ -22,6 +22,7 @@ from rtbench.v1 import control_pb2
 from rtctl.errors import UsageError
 from rtctl.plan import Plan, PlanInvalid, load_plan, parse_plan
 from rtctl.planrun import RunKey, matrix, ordered, resume, run_id
+from rtctl.reportcli import select_runs
 from rtctl.workload import DEFAULT_IMAGE, deployment_name
 
 REPO = Path(__file__).resolve().parents[2]
@@ -334,6 +335,37 @@ def test_resumption_skips_finished_keys_and_redoes_aborted_ones() -> None:
     retry = resume(plan, runs, known, retry_failed=True)
     assert set(retry.done) == {ok}
     assert retry.attempts[failed] == 2 and set(retry.redone) == {failed, timed_out, aborted, stale}
+
+
+def test_report_picks_the_run_standing_for_each_key_as_run_plan_does() -> None:
+    plan = parse_plan(GOOD, "plan.yaml")
+    runs = ordered(plan, plan.seed)
+    retried, failed, aborted = (run.key for run in runs[:3])
+    loose = control_pb2.RunInfo(
+        spec=control_pb2.RunSpec(run_id="single", runtime_class="runc", replicas=3),
+        state=control_pb2.RUN_STATE_TIMED_OUT,
+    )
+    known = [
+        info(plan, retried, control_pb2.RUN_STATE_FAILED),
+        info(plan, retried, control_pb2.RUN_STATE_SUCCEEDED, attempt=2),
+        info(plan, failed, control_pb2.RUN_STATE_TIMED_OUT),
+        info(plan, aborted, control_pb2.RUN_STATE_ABORTED),
+        loose,
+    ]
+    ids = [k.spec.run_id for k in known]
+    state = resume(plan, runs, known, retry_failed=False)
+
+    chosen, notes = select_runs(known, include_failed=False)
+    assert chosen == [ids[1]]  # the retry alone: its FAILED attempt is not pooled with it
+    assert any(ids[0] in n and "stands for it" in n and ids[1] in n for n in notes)
+    assert any(ids[2] in n and "single" in n and "--include-failed" in n for n in notes)
+    assert any(ids[3] in n and "not finished" in n for n in notes)
+
+    chosen, notes = select_runs(known, include_failed=True)
+    # Exactly the runs resumption counts as done for the plan's keys, plus the loose one.
+    assert chosen == [ids[1], ids[2], "single"]
+    assert {state.done[retried].spec.run_id, state.done[failed].spec.run_id} == set(ids[1:3])
+    assert any(ids[0] in n for n in notes) and not any("single" in n for n in notes)
 
 
 def test_resuming_a_plan_whose_file_changed_is_refused() -> None:

@@ -41,14 +41,15 @@ FINISHED = re.compile(r"^  (\S+) x(\d+) #(\d+): (\w+) in ")
 
 
 class Lines:
-    """A child's stdout read line by line in a thread, so the test can wait with a deadline."""
+    """A child's stderr (where run-plan's progress goes) read line by line in a thread, so
+    the test can wait with a deadline."""
 
     def __init__(self, process: subprocess.Popen[str]) -> None:
-        assert process.stdout is not None
+        assert process.stderr is not None
         self.process = process
         self.seen: list[str] = []
         self._queue: queue.Queue[str | None] = queue.Queue()
-        stream = process.stdout
+        stream = process.stderr
         self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
         self._thread.start()
 
@@ -72,8 +73,8 @@ class Lines:
             except queue.Empty:
                 continue
             if line is None:
-                stderr = self.process.stderr.read() if self.process.stderr else ""
-                raise AssertionError(f"rtctl ended first:\n{self.text}\n{stderr}")
+                stdout = self.process.stdout.read() if self.process.stdout else ""
+                raise AssertionError(f"rtctl ended first:\n{self.text}\n{stdout}")
             self.seen.append(line)
 
     def rest(self) -> str:
@@ -138,9 +139,10 @@ async def test_an_interrupted_plan_resumes_without_repeating_finished_runs(
                 process.kill()
                 process.wait()
         first_output = lines.rest()
-        stderr = process.stderr.read() if process.stderr else ""
-    assert code == 130, first_output + stderr
-    assert "run the same command again to resume" in stderr
+        stdout = process.stdout.read() if process.stdout else ""
+    assert code == 130, first_output + stdout
+    assert "run the same command again to resume" in first_output
+    assert not STARTED.search(stdout) and "registering run" not in stdout, stdout
     assert "order seed 3 (from the plan)" in first_output
     first_ids = [started_id(line) for line in first_output.splitlines() if STARTED.match(line)]
     first_ids = first_ids[:2]
@@ -153,10 +155,10 @@ async def test_an_interrupted_plan_resumes_without_repeating_finished_runs(
 
     again = stack.rtctl("run-plan", str(path))
     assert again.returncode == 0, again.stdout + again.stderr
-    assert "resuming: 2 of 4 runs are already in the collector (2 succeeded)" in again.stdout
+    assert "resuming: 2 of 4 runs are already in the collector (2 succeeded)" in again.stderr
     assert "first_response by runtime, against runc" in again.stdout
-    rerun = [started_id(line) for line in again.stdout.splitlines() if STARTED.match(line)]
-    assert len(rerun) == 2 and not set(rerun) & set(first_ids), again.stdout
+    rerun = [started_id(line) for line in again.stderr.splitlines() if STARTED.match(line)]
+    assert len(rerun) == 2 and not set(rerun) & set(first_ids), again.stderr
 
     after = await plan_runs(stack, "resume")
     assert len(after) == 5, after  # four successes and the aborted run: nothing ran twice
@@ -174,7 +176,7 @@ async def test_an_interrupted_plan_resumes_without_repeating_finished_runs(
     # A third invocation finds everything done: it runs nothing and still compares.
     done = stack.rtctl("run-plan", str(path))
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "resuming: 4 of 4 runs" in done.stdout and "run 1 of 4" not in done.stdout
+    assert "resuming: 4 of 4 runs" in done.stderr and "run 1 of 4" not in done.stderr
     assert "first_response by runtime, against runc" in done.stdout
     assert len(await plan_runs(stack, "resume")) == 5
 
@@ -187,4 +189,5 @@ def test_a_plan_with_an_unknown_runtime_class_is_refused_before_any_run(
     result = stack.rtctl("run-plan", str(path))
     assert result.returncode == 2, result.stdout + result.stderr
     assert "no-such-runtime" in result.stderr and "runc" in result.stderr
-    assert "run 1 of" not in result.stdout
+    assert "run 1 of" not in result.stdout + result.stderr
+    assert "run the same command again to resume" in result.stderr

@@ -176,6 +176,24 @@ def test_runtimes_pool_the_pods_of_their_repetitions() -> None:
     assert runc.all_responded.count == 2 and runc.all_responded.high == 450 * MS
 
 
+def test_groups_count_the_pods_measured_against_the_pods_expected() -> None:
+    # Two runs of 5 replicas: in one a pod never answered (no first_response), in the
+    # other one never showed up at all; 8 pods measured of the 10 expected.
+    pods = [lifecycle(ms) for ms in (100, 200, 300, 400)]
+    runs = [
+        summary("runc-1", "runc", [*pods, {"scheduled": 5.0}]),
+        summary("runc-2", "runc", pods, replicas=5),
+    ]
+    report = build_report(runs)
+    (group,) = report.groups
+    assert (group.measured, group.expected, group.pods) == (8, 10, 9)
+    assert report_json(report)["groups"][0]["pods_measured"] == 8
+    assert report_json(report)["groups"][0]["pods_expected"] == 10
+    console = Console(width=200, record=True)
+    console.print(comparison_table(report))
+    assert "8/10" in console.export_text()
+
+
 def test_ratios_against_the_baseline_come_with_an_interval() -> None:
     report = build_report(study(), seed=1)
     kata = report.groups[1].key
@@ -499,7 +517,8 @@ async def test_report_refuses_what_it_cannot_report_on(stack: Stack) -> None:
     assert nothing.returncode == 2
     assert (
         nothing.stderr.strip()
-        == "rtctl: no finished runs with test id 'no-such-test' in the collector"
+        == "rtctl: no succeeded runs with test id 'no-such-test' in the collector"
+        " (--include-failed adds failed ones)"
     )
     unknown = await asyncio.to_thread(stack.rtctl, "report", "no-such-run")
     assert unknown.returncode == 1 and "no-such-run" in unknown.stderr

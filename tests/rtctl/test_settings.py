@@ -11,15 +11,25 @@ from pathlib import Path
 
 import pytest
 
+from rtctl.cliargs import (
+    WIDE_COLUMNS,
+    console,
+    duration_arg,
+    format_duration,
+    parse_duration,
+    positive_int,
+)
 from rtctl.errors import UsageError
 from rtctl.runcli import run_request
 from rtctl.settings import ConnectionSettings, add_connection_options, connection_settings
 from rtctl.startrun import RunRequest, new_run_id
 from rtctl.workload import (
+    DEFAULT_RUNTIME_CLASS,
     PROBE_PORT_ANNOTATION,
     RUN_ID_LABEL,
     deployment_name,
     pod_labels,
+    run_id_problem,
     workload_deployment,
 )
 
@@ -126,8 +136,12 @@ def request(**overrides: object) -> RunRequest:
         ({"replicas": 0}, "replicas must be at least 1"),
         ({"memory": "lots"}, "not a memory quantity"),
         ({"memory": "0Mi"}, "not a memory quantity"),
-        ({"runtime_class": "Kata_FC"}, "not a valid name"),
-        ({"namespace": ""}, "not a valid name"),
+        ({"runtime_class": "Kata_FC"}, "runtime class: .*not a valid name"),
+        ({"namespace": ""}, "not a namespace name"),
+        ({"namespace": "a.b"}, "not a namespace name"),
+        ({"runtime_class": "k" * 64}, "runtime class: .* longer than 63"),
+        ({"run_id": "x" * 64}, "run id: .* longer than 63"),
+        ({"run_id": "-x"}, "run id: .* starting and ending"),
         ({"variant": "a b"}, "variant:"),
         ({"test_id": "x" * 64}, "longer than 63"),
         ({"labels": {"app": "other"}}, "label app is set by rtctl itself"),
@@ -164,6 +178,87 @@ def test_run_ids_say_what_ran_and_differ() -> None:
     first, second = new_run_id("kata-qemu"), new_run_id("kata-qemu")
     assert first.startswith("kata-qemu-") and first != second
     assert len(deployment_name("x" * 80)) <= 63
+
+
+def test_generated_run_ids_stay_label_values_for_long_runtime_classes() -> None:
+    long_class = "kata-" + "q" * 200  # RuntimeClass names may be 253 long
+    made = new_run_id(long_class)
+    assert run_id_problem(made) is None and len(made) == 63
+    assert made.startswith("kata-qqq") and made.rsplit("-", 1)[1].isalnum()
+    # A cut that would end in '-' is trimmed, so the id still ends the label rules' way.
+    assert run_id_problem(new_run_id("a" * 49 + "-" + "b" * 30)) is None
+    RunRequest(  # a request for that class builds: the id is made later, and valid
+        runtime_class="kata-" + "q" * 58, variant="v", replicas=1, image="i", memory="1Mi",
+        test_id="t",
+    )  # fmt: skip
+
+
+def test_deployment_names_never_collide_when_ids_are_mapped() -> None:
+    assert deployment_name("a-b") == "rtbench-a-b"  # a plain id keeps its plain name
+    mapped = {deployment_name(i) for i in ("a-b", "A_b", "a_b", "a.b", "A-B")}
+    assert len(mapped) == 5
+    for run_id in ("A_b", "a.b", "x" * 63, "Y" * 63):
+        name = deployment_name(run_id)
+        assert len(name) <= 63 and name == name.lower() and "_" not in name and "." not in name
+        assert name[-1].isalnum()
+    assert deployment_name("x" * 63) != deployment_name("x" * 62 + "y")
+
+
+def test_the_default_runtime_class_leaves_runtime_class_name_out() -> None:
+    labels = pod_labels(run_id="r", test_id="t", runtime_class="default", variant="default")
+    made = workload_deployment(
+        run_id="r", namespace="default", replicas=1, image="i", memory="16Mi",
+        runtime_class=DEFAULT_RUNTIME_CLASS, labels=labels,
+    )  # fmt: skip
+    pod = made["spec"]["template"]["spec"]
+    assert "runtimeClassName" not in pod
+    assert made["spec"]["template"]["metadata"]["labels"]["runtime_class"] == "default"
+    assert pod["nodeSelector"] == {"kubernetes.io/os": "linux"}
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("300", 300.0), ("2.5", 2.5), ("90s", 90.0), ("250ms", 0.25), ("5m", 300.0),
+     ("1h", 3600.0), (" 0 ", 0.0), (".5s", 0.5)],
+)  # fmt: skip
+def test_durations_take_seconds_or_a_unit(text: str, seconds: float) -> None:
+    assert parse_duration(text) == pytest.approx(seconds)
+    assert parse_duration(format_duration(seconds)) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("text", ["nan", "inf", "1e7", "-1", "5 minutes", "", "8d", "200h"])
+def test_bad_durations_are_refused(text: str) -> None:
+    with pytest.raises(ValueError, match=r"duration|longer than a week"):
+        parse_duration(text)
+    with pytest.raises(argparse.ArgumentTypeError):
+        duration_arg(text)
+
+
+def test_start_run_takes_durations_with_units_and_positive_counts() -> None:
+    from rtctl.cli import build_parser
+
+    args = build_parser().parse_args(
+        ["start-run", "--runtime-class", "default", "--timeout", "5m", "--settle", "500ms"]
+    )
+    made = run_request(args)
+    assert made.timeout_s == 300 and made.settle_s == 0.5
+    assert made.runtime_class == made.variant == "default"
+    assert positive_int("3") == 3
+    for bad in ("0", "-2", "three", "1.5"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            positive_int(bad)
+    for argv in (["--timeout", "nan"], ["--replicas", "0"], ["--settle", "1e7"]):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["start-run", "--runtime-class", "runc", *argv])
+
+
+def test_the_console_is_wide_off_a_terminal_unless_columns_says(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("COLUMNS", raising=False)
+    assert console().width == WIDE_COLUMNS  # pytest captures stdout: not a terminal
+    monkeypatch.setenv("COLUMNS", "97")
+    assert console().width == 97
 
 
 def test_the_deployment_carries_labels_probe_port_runtime_class_and_memory() -> None:

@@ -4,7 +4,8 @@ The run's summary is checked against the journal the collector wrote (queried
 here with our own SQL and our own nearest-rank percentiles), against the
 cluster (no pod of the run left) and against InfluxDB (the run's points
 arrived). Then the endings other than success: pods that fail, Ctrl-C, and
-``--keep``.
+``--keep``; and ``--runtime-class default`` (no runtimeClassName: the simulator runs
+such pods with its runc profile).
 """
 
 from __future__ import annotations
@@ -55,24 +56,32 @@ def collector_runs(stack: Stack, test_id: str) -> list[dict[str, Any]]:
 
 
 def journal_view(stack: Stack, run_id: str) -> tuple[int, dict[str, dict[str, int]]]:
-    """created_ns and, per pod name, each start-up phase's earliest time of its best source,
-    straight from the journal."""
+    """created_ns and, per pod name, each start-up phase's earliest time from its best
+    source (probe over watch, as collector/summaries.py prefers), straight from the journal:
+    an explicit ranking, since SQLite promises no order among GROUP BY rows."""
     conn = sqlite3.connect(f"file:{stack.journal}?mode=ro", uri=True)
     try:
         (created,) = conn.execute(
             "SELECT created_ns FROM runs WHERE run_id = ?", (run_id,)
         ).fetchone()
         times: dict[str, dict[str, int]] = {}
-        for name, phase, corrected in conn.execute(
-            "SELECT name, phase, MIN(corrected_ns) FROM events WHERE run_id = ? AND phase IN"
-            " (?, ?, ?, ?) AND source IN (?, ?) GROUP BY name, phase, source",
-            (
-                run_id,
-                *PHASES.values(),
-                events_pb2.SOURCE_WATCH,
-                events_pb2.SOURCE_PROBE,
-            ),
-        ):
+        query = """
+            WITH ranked AS (
+              SELECT name, phase, corrected_ns,
+                     ROW_NUMBER() OVER (
+                       PARTITION BY name, phase
+                       ORDER BY CASE source WHEN :probe THEN 0 ELSE 1 END, corrected_ns
+                     ) AS pick
+              FROM events
+              WHERE run_id = :run AND phase IN (:p1, :p2, :p3, :p4)
+                AND source IN (:watch, :probe))
+            SELECT name, phase, corrected_ns FROM ranked WHERE pick = 1"""
+        p1, p2, p3, p4 = PHASES.values()
+        params = {
+            "run": run_id, "p1": p1, "p2": p2, "p3": p3, "p4": p4,
+            "watch": events_pb2.SOURCE_WATCH, "probe": events_pb2.SOURCE_PROBE,
+        }  # fmt: skip
+        for name, phase, corrected in conn.execute(query, params):
             label = next(k for k, v in PHASES.items() if v == phase)
             times.setdefault(name, {})[label] = corrected
         return created, times
@@ -261,3 +270,39 @@ def test_a_run_past_its_timeout_is_timed_out_with_exit_1(stack: Stack) -> None:
     assert summary["message"] == "not every replica answered within 0.5 s"
     assert "TIMED OUT" in done.stderr
     assert run_pods(stack, summary["run_id"]) == []
+
+
+def test_the_default_runtime_class_runs_without_a_runtime_class_name(stack: Stack) -> None:
+    # $KUBECONFIG lists a missing file first: kubectl skips it, and so does rtctl, saying so.
+    missing = stack.root / "missing.kubeconfig"
+    env = {
+        "RTBENCH_RTCTL_KUBECONFIG": "",
+        "KUBECONFIG": f"{missing}:{stack.kubeconfig}",
+    }
+    proc = stack.rtctl_process(
+        "start-run", "--runtime-class", "default", "--replicas", "3", "--test-id", "core-default",
+        "--run-id", "Core_Default.1", "--keep", "--settle", "0", "--timeout", "2m",
+        "--format", "json", env=env,
+    )  # fmt: skip
+    try:
+        stdout, stderr = proc.communicate(timeout=240)
+    except BaseException:
+        proc.kill()
+        proc.communicate()
+        raise
+    assert proc.returncode == 0, stderr
+    assert f"kubeconfig: {stack.kubeconfig} (not found, skipped: {missing})" in stderr
+    assert "the cluster default handler" in stderr
+    summary = json.loads(stdout)
+    assert summary["spec"]["runtime_class"] == "default" and summary["state"] == "succeeded"
+    # The Deployment's name was mapped from the id, so it carries the id's hash.
+    (name,) = deployments(stack)
+    assert name.startswith("rtbench-core-default-1-") and name != "rtbench-core-default-1"
+    pods = [
+        p for p in stack.pods() if p["metadata"]["labels"].get(RUN_ID_LABEL) == "Core_Default.1"
+    ]
+    assert len(pods) == 3
+    for pod in pods:
+        assert "runtimeClassName" not in pod["spec"]
+        labels = pod["metadata"]["labels"]
+        assert labels["runtime_class"] == labels["variant"] == "default"

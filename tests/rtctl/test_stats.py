@@ -17,6 +17,7 @@ from rtctl.stats import (
     Distribution,
     Spread,
     bootstrap_ratio,
+    bootstrap_ratio_runs,
     fraction_rank,
     nearest_rank,
     resampled_percentiles,
@@ -166,3 +167,28 @@ def test_spread_across_repetitions() -> None:
     assert math.isclose(spread.relative, 1.0)
     assert Spread.of([]) == Spread(0, 0, 0, 0)
     assert Spread.of([]).relative == 0.0
+
+
+def test_runs_that_disagree_widen_the_interval_beyond_the_pooled_pods_one() -> None:
+    # Three runs per runtime whose medians differ twofold: pods of one run move together,
+    # which the pooled one-stage bootstrap cannot see and the two-stage one must.
+    rng = random.Random(5)
+    ours = [lognormal_ms(rng, 60, median, sigma=0.1) for median in (500.0, 1000.0, 1500.0)]
+    theirs = [lognormal_ms(rng, 60, median, sigma=0.1) for median in (250.0, 500.0, 750.0)]
+    pooled = bootstrap_ratio(
+        [v for run in ours for v in run], [v for run in theirs for v in run], seed=1
+    )
+    two_stage = bootstrap_ratio_runs(ours, theirs, seed=1)
+    assert pooled is not None and two_stage is not None
+    assert two_stage.ratio == pooled.ratio  # the same point estimate
+    assert two_stage.contains(two_stage.ratio)
+    assert (two_stage.high - two_stage.low) > 2 * (pooled.high - pooled.low)
+
+
+def test_one_run_per_side_is_the_one_stage_bootstrap() -> None:
+    rng = random.Random(6)
+    ours, theirs = lognormal_ms(rng, 80, 900.0), lognormal_ms(rng, 80, 300.0)
+    assert bootstrap_ratio_runs([ours], [theirs, []], seed=3) == bootstrap_ratio(
+        ours, theirs, seed=3
+    )
+    assert bootstrap_ratio_runs([[]], [theirs]) is None
