@@ -25,13 +25,14 @@ Decisions documented here because they show in the flags:
 
 from __future__ import annotations
 
-import ipaddress
 import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+from rtbench.grpcsecurity import channel_problem, parse_target
 
 from .errors import ConfigError
 from .observing import ObserveSettings
@@ -49,33 +50,14 @@ __all__ = [
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 _AGENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$")
 
 
 def parse_collector(text: str) -> tuple[str, int]:
     """HOST:PORT (IPv6 in brackets) as (host, port); raises ConfigError."""
-    host, sep, port = text.rpartition(":")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError:
-            raise ConfigError(f"--collector: {host!r} is not an IPv6 address") from None
-    elif not _HOSTNAME.match(host):
-        raise ConfigError(f"--collector must be HOST:PORT, got {text!r}")
-    if not sep or not port.isdigit() or not 1 <= int(port) <= 65535:
-        raise ConfigError(f"--collector must be HOST:PORT with a port 1-65535, got {text!r}")
-    return host, int(port)
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` certainly stays on this machine (no DNS lookup: no I/O here)."""
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
     try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+        return parse_target(text)
+    except ValueError as exc:
+        raise ConfigError(f"--collector {exc}") from None
 
 
 def _positive(name: str, value: float) -> None:
@@ -141,35 +123,22 @@ class UplinkSettings:
     in the spool. Below Kubernetes' default 30 s termination grace period."""
 
     def __post_init__(self) -> None:
-        host, _ = parse_collector(self.collector)
         if self.agent_id is not None and not _AGENT_ID.match(self.agent_id):
             raise ConfigError(
                 f"--agent-id must be 1-128 letters, digits, '.', '_' or '-', got {self.agent_id!r}"
             )
-        if self.token is not None and self.token_file is not None:
-            raise ConfigError("give --token or --token-file, not both")
-        if self.token is not None and (
-            not self.token or not self.token.isprintable() or any(c.isspace() for c in self.token)
-        ):
-            raise ConfigError("--token must be non-empty printable text without spaces")
-        if (self.tls_cert is None) != (self.tls_key is None):
-            raise ConfigError("--tls-cert and --tls-key go together")
-        if self.tls_ca is None:
-            for name, value in (
-                ("--tls-cert", self.tls_cert),
-                ("--tls-server-name", self.tls_server_name),
-            ):
-                if value is not None:
-                    raise ConfigError(f"{name} needs --tls-ca (TLS is on when a CA is given)")
-        elif self.insecure:
-            raise ConfigError("--insecure contradicts --tls-ca: choose TLS or plaintext")
-        if self.tls_server_name is not None and not _HOSTNAME.match(self.tls_server_name):
-            raise ConfigError(f"--tls-server-name is not a host name: {self.tls_server_name!r}")
-        if self.tls_ca is None and not self.insecure and not is_loopback(host):
-            raise ConfigError(
-                f"collector {self.collector} is not on loopback: give --tls-ca for TLS, "
-                "or --insecure to send in plaintext"
-            )
+        problem = channel_problem(
+            self.collector,
+            token=self.token,
+            token_file=self.token_file,
+            tls_ca=self.tls_ca,
+            tls_cert=self.tls_cert,
+            tls_key=self.tls_key,
+            tls_server_name=self.tls_server_name,
+            insecure=self.insecure,
+        )
+        if problem is not None:
+            raise ConfigError(problem)
         for name, minimum in (
             ("batch_max_events", 1),
             ("memory_buffer", 1),

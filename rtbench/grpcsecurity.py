@@ -36,6 +36,7 @@ import grpc
 __all__ = [
     "ChannelSecurity",
     "CredentialsError",
+    "channel_problem",
     "is_hostname",
     "is_loopback",
     "parse_target",
@@ -78,6 +79,47 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def channel_problem(
+    collector: str,
+    *,
+    token: str | None,
+    token_file: Path | None,
+    tls_ca: Path | None,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    tls_server_name: str | None,
+    insecure: bool,
+) -> str | None:
+    """What is wrong with these connection options, in one line naming the flags; None if
+    nothing. The agent and rtctl check the same rules and raise their own usage error."""
+    try:
+        host, _ = parse_target(collector)
+    except ValueError as exc:
+        return f"--collector {exc}"
+    if token is not None and token_file is not None:
+        return "give --token or --token-file, not both"
+    if token is not None and (
+        not token or not token.isprintable() or any(c.isspace() for c in token)
+    ):
+        return "--token must be non-empty printable text without spaces"
+    if (tls_cert is None) != (tls_key is None):
+        return "--tls-cert and --tls-key go together"
+    if tls_ca is None:
+        for name, value in (("--tls-cert", tls_cert), ("--tls-server-name", tls_server_name)):
+            if value is not None:
+                return f"{name} needs --tls-ca (TLS is on when a CA is given)"
+    elif insecure:
+        return "--insecure contradicts --tls-ca: choose TLS or plaintext"
+    if tls_server_name is not None and not is_hostname(tls_server_name):
+        return f"--tls-server-name is not a host name: {tls_server_name!r}"
+    if tls_ca is None and not insecure and not is_loopback(host):
+        return (
+            f"collector {collector} is not on loopback: give --tls-ca for TLS, "
+            "or --insecure to send in plaintext"
+        )
+    return None
 
 
 def read_token_file(path: Path) -> str:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rtbench.grpcsecurity import is_hostname, is_loopback, parse_target
+from rtbench.grpcsecurity import channel_problem
 
 from .errors import UsageError
 
@@ -72,34 +72,18 @@ class ConnectionSettings:
     """kubeconfig context; None: the kubeconfig's current context, as kubectl does."""
 
     def __post_init__(self) -> None:
-        try:
-            host, _ = parse_target(self.collector)
-        except ValueError as exc:
-            raise UsageError(f"--collector {exc}") from None
-        if self.token is not None and self.token_file is not None:
-            raise UsageError("give --token or --token-file, not both")
-        if self.token is not None and (
-            not self.token or not self.token.isprintable() or any(c.isspace() for c in self.token)
-        ):
-            raise UsageError("--token must be non-empty printable text without spaces")
-        if (self.tls_cert is None) != (self.tls_key is None):
-            raise UsageError("--tls-cert and --tls-key go together")
-        if self.tls_ca is None:
-            for name, value in (
-                ("--tls-cert", self.tls_cert),
-                ("--tls-server-name", self.tls_server_name),
-            ):
-                if value is not None:
-                    raise UsageError(f"{name} needs --tls-ca (TLS is on when a CA is given)")
-        elif self.insecure:
-            raise UsageError("--insecure contradicts --tls-ca: choose TLS or plaintext")
-        if self.tls_server_name is not None and not is_hostname(self.tls_server_name):
-            raise UsageError(f"--tls-server-name is not a host name: {self.tls_server_name!r}")
-        if self.tls_ca is None and not self.insecure and not is_loopback(host):
-            raise UsageError(
-                f"collector {self.collector} is not on loopback: give --tls-ca for TLS, "
-                "or --insecure to send in plaintext"
-            )
+        problem = channel_problem(
+            self.collector,
+            token=self.token,
+            token_file=self.token_file,
+            tls_ca=self.tls_ca,
+            tls_cert=self.tls_cert,
+            tls_key=self.tls_key,
+            tls_server_name=self.tls_server_name,
+            insecure=self.insecure,
+        )
+        if problem is not None:
+            raise UsageError(problem)
         timeout = self.rpc_timeout_s
         if isinstance(timeout, bool) or not isinstance(timeout, int | float):
             raise UsageError(f"--rpc-timeout must be a number, got {timeout!r}")
