@@ -29,25 +29,59 @@ still handled.
 Connection and recovery. containerd is optional: when it is absent, not a
 socket, unreadable, or goes away, one WARNING says so and the reader retries
 quietly (jittered backoff, rtbench/backoff.py), looking the socket up again each
-time, so a containerd that appears later is picked up. On every connect it
-subscribes first, then lists containers and tasks, and recovers what it missed:
+time, so a containerd that appears later is picked up. The backoff and the
+warning start over only once a connection proved itself (delivered an envelope
+or lived ``STABLE_S``): a containerd that accepts the lists but fails Subscribe
+at once is retried with a growing backoff and DEBUG lines, not at 10 Hz. On
+every connect it subscribes first, then lists containers and tasks, and
+recovers what it missed:
 
 - an exit: a stopped task keeps its exact ``exited_at`` until it is deleted, so
-  it is emitted exactly (attribute ``via=recovery``);
+  it is emitted exactly (attribute ``via=recovery``). The CRI plugin deletes a
+  task as soon as it exits, so on a kubelet's node this rarely helps; a
+  ``/tasks/delete`` of the container's own process also carries ``exited_at``
+  and is used instead (``via=delete``) when no exit came before it (only for a
+  container whose start was seen: a task deleted unstarted did not exit);
 - a create or start that happened while disconnected: containerd keeps no time
   for it. All that is known is a bracket, from the later of the container's
-  ``created_at`` and the end of what the previous connection surely saw, to the
-  task's exit or the moment of the list. It is emitted (``time_ns`` = the end,
-  ``uncertainty_ns`` = the width, ``recovered=bounds``) only when the bracket is
-  at most ``RECOVERED_MAX_UNCERTAINTY_NS`` wide, and only after the new stream had
-  ``SETTLE_S`` to deliver the exact event instead; otherwise it is counted as
-  unrecoverable and left to the pod watch;
+  ``created_at`` and the end of what the previous connection surely saw (less
+  ``ORDER_MARGIN_NS``), to the task's exit or the moment of the list. It is
+  emitted (``time_ns`` = the end, ``uncertainty_ns`` = the width,
+  ``recovered=bounds``) only when the bracket is at most ``max_uncertainty_ns``
+  wide, and only after the new stream had ``SETTLE_S`` to deliver the exact
+  event instead; otherwise it is counted as unrecoverable and left to the pod
+  watch. A start is bracketed only for a task that has started (RUNNING,
+  PAUSED, PAUSING, STOPPED); a CREATED task's start is still to come on the
+  stream, an UNKNOWN one's is unrecoverable. What a connection surely saw
+  advances only once its brackets were handled: a connection lost within
+  ``SETTLE_S`` leaves the next one the same lower bound;
 - an exit whose task was deleted while disconnected: its time went with the
   task; left to the pod watch.
 
 Not recovered either: anything about a container created and deleted entirely
 while disconnected (its labels are gone with it). A containerd that hangs
 without closing its socket looks like a quiet node: the reader cannot tell.
+containerd 2.x runtimes that use the shim sandboxer (sandboxed runtimes such as
+Kata with ``sandboxer = "shim"``) publish ``/sandboxes/*`` events instead of
+running a pause task: their sandbox phases are not read yet (the pod watch
+reports them), their containers' phases are.
+
+Times. Creates and starts carry the envelope's timestamp, taken by containerd
+as it publishes. An exit carries TaskExit's ``exited_at`` instead, taken by
+the shim when it reaped the process: the envelope is stamped when containerd
+forwards it, later by the shim's publish path (and after a containerd restart,
+when the shim re-sends it, by the whole outage); the envelope time is kept in
+the ``published_ns`` attribute. Bracketing assumes the envelopes arrive in
+timestamp order, which the shims' separate publish paths do not quite
+guarantee, hence the ``ORDER_MARGIN_NS`` taken off the lower bound.
+
+Duplicates. An agent restarted while a stopped task still exists recovers its
+exit again (``via=recovery``) although the previous run already sent it: both
+carry the same ``exited_at``, the journal keeps both and the collector's
+summary picks the earliest event per source and phase (collector/summaries.py),
+so the number does not change (at most by the difference of the two runs' clock
+corrections). A bracketed start after a restart ends at or after the exact
+one, so the exact one stays the earliest.
 """
 
 from __future__ import annotations
@@ -60,7 +94,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from rtbench.backoff import full_jitter
-from rtbench.clock import wall_ns
+from rtbench.clock import mono_ns, wall_ns
 from rtbench.containerd import containers_pb2, events_pb2, task_types_pb2
 from rtbench.v1 import events_pb2 as rt
 
@@ -69,12 +103,12 @@ from .outbox import Outbox
 from .runtimephases import (
     HOLD_MAX,
     HOLD_S,
-    STARTS,
     CriContainer,
     Observation,
     PhaseEmitter,
     PodLookup,
     RuntimeCounters,
+    recover,
     remember,
 )
 
@@ -83,10 +117,16 @@ __all__ = ["RuntimeEvents"]
 log = logging.getLogger(__name__)
 
 RECOVERED_MAX_UNCERTAINTY_NS = 1_000_000_000
-"""Widest bracket emitted for a recovered create or start. The collector prefers
+"""Default widest bracket emitted for a recovered create or start. The collector prefers
 containerd's events to the watch's whatever their uncertainty, and the watch knows a
 start within about 1 s (1 s timestamps, PLEG relist): a wider bracket would replace a
 better observation with a worse one."""
+ORDER_MARGIN_NS = 50_000_000
+"""Taken off a bracket's lower bound: shims publish through their own connections, so
+an envelope may arrive a little after a later-stamped one (seen: a few ms)."""
+STABLE_S = 5.0
+"""A connection that lived this long (or delivered an envelope) proved itself: its loss
+is warned about again and retried from the first backoff step."""
 SETTLE_S = 1.0
 """After a connect, how long the stream may deliver exact events before bracketed
 recoveries of the same phases are emitted in their place."""
@@ -103,6 +143,7 @@ _PHASES = {
     (ctd.TASK_CREATE, "container"): rt.PHASE_CONTAINER_CREATED,
     (ctd.TASK_START, "container"): rt.PHASE_CONTAINER_STARTED,
     (ctd.TASK_EXIT, "container"): rt.PHASE_CONTAINER_EXITED,
+    (ctd.TASK_DELETE, "container"): rt.PHASE_CONTAINER_EXITED,
 }
 
 
@@ -114,6 +155,7 @@ class _End:
 @dataclass
 class _Settle:
     observations: list[Observation] = field(default_factory=list)
+    listed_at: int = 0
 
 
 _Item = ctd.Decoded | _End | _Settle
@@ -133,10 +175,12 @@ class RuntimeEvents:
         on_started: Callable[[str], None] | None = None,
         hold_s: float = HOLD_S,
         hold_max: int = HOLD_MAX,
+        max_uncertainty_ns: int = RECOVERED_MAX_UNCERTAINTY_NS,
         rng: random.Random | None = None,
     ) -> None:
         self._socket = socket
         self._namespace = namespace
+        self._max_uncertainty_ns = max_uncertainty_ns
         self._rng = rng or random.Random()
         self.counters = RuntimeCounters()
         self._phases = PhaseEmitter(
@@ -145,6 +189,8 @@ class RuntimeEvents:
         self._containers: OrderedDict[str, CriContainer | None] = OrderedDict()
         self._covered_ns = 0
         """Up to when the last connection surely delivered every event (0: never connected)."""
+        self._proved = False
+        """The current connection delivered an envelope or lived ``STABLE_S``."""
 
     async def run(self) -> None:
         """Reads containerd forever, reconnecting; returns only when cancelled."""
@@ -161,6 +207,8 @@ class RuntimeEvents:
     async def _connect_loop(self) -> None:
         attempt, warned = 0, False
         while True:
+            self._proved = False
+            began = mono_ns()
             try:
                 socket = await asyncio.to_thread(ctd.resolve_socket, self._socket)
                 async with ctd.ContainerdClient(socket, self._namespace) as client:
@@ -171,8 +219,11 @@ class RuntimeEvents:
             self.counters.failures += 1
             if self.counters.connected:
                 self.counters.connected = False
-                attempt, warned = 0, False
-                problem = f"connection lost ({problem})"
+                if self._proved or mono_ns() - began >= STABLE_S * 1e9:
+                    attempt, warned = 0, False
+                    problem = f"connection lost ({problem})"
+                else:  # lists answered, the stream failed at once: keep backing off
+                    problem = f"the event stream failed at once ({problem})"
             if not warned:
                 log.warning(
                     "containerd: %s; sandbox and container phases come from the pod watch "
@@ -196,7 +247,6 @@ class RuntimeEvents:
             self.counters.connects += 1
             recovered, unrecoverable = self.counters.recovered, self.counters.unrecoverable
             bracketed = self._recover(containers, tasks, listed_at)
-            self._covered_ns = max(self._covered_ns, listed_at)
             log.info(
                 "containerd: connected to %s (namespace %s): %d containers, %d tasks; "
                 "%d exits recovered exactly, %d phases bracketed, %d missed phases left to "
@@ -210,10 +260,11 @@ class RuntimeEvents:
                 self.counters.unrecoverable - unrecoverable,
             )
             queue: asyncio.Queue[_Item] = asyncio.Queue()
+            settle = _Settle(bracketed, listed_at)
             try:
                 async with asyncio.TaskGroup() as group:
                     group.create_task(self._read(subscription, queue), name="containerd stream")
-                    group.create_task(self._settle(queue, bracketed), name="containerd settle")
+                    group.create_task(self._settle(queue, settle), name="containerd settle")
                     group.create_task(self._consume(client, queue), name="containerd handle")
             except BaseExceptionGroup as failed:
                 if len(failed.exceptions) == 1 and isinstance(failed.exceptions[0], Exception):
@@ -227,6 +278,7 @@ class RuntimeEvents:
         arrived before it is still handled."""
         try:
             async for envelope in subscription.envelopes():
+                self._proved = True
                 try:
                     queue.put_nowait(ctd.decode(envelope))
                 except ctd.ContainerdFailed as exc:  # one bad payload, not a bad stream
@@ -235,12 +287,13 @@ class RuntimeEvents:
         except ctd.ContainerdError as exc:
             queue.put_nowait(_End(exc))
 
-    async def _settle(self, queue: asyncio.Queue[_Item], bracketed: list[Observation]) -> None:
-        if bracketed:
+    async def _settle(self, queue: asyncio.Queue[_Item], settle: _Settle) -> None:
+        if settle.observations:
             await asyncio.sleep(SETTLE_S)
-            queue.put_nowait(_Settle(bracketed))
+        queue.put_nowait(settle)
 
     async def _consume(self, client: ctd.ContainerdClient, queue: asyncio.Queue[_Item]) -> None:
+        settled, seen_ns = False, 0
         while True:
             item = await queue.get()
             if isinstance(item, _End):
@@ -248,11 +301,17 @@ class RuntimeEvents:
             if isinstance(item, _Settle):
                 for observation in item.observations:
                     self._phases.offer(observation)
+                # Only now: a connection lost before its brackets were offered leaves the
+                # next one the old lower bound, which still lies before the missed phases.
+                settled = True
+                self._covered_ns = max(self._covered_ns, item.listed_at, seen_ns)
             else:
                 await self._handle(client, item)
                 # Only once handled: an event lost to a failed Containers/Get must stay
                 # inside the bracket of the next recovery.
-                self._covered_ns = max(self._covered_ns, item.published_ns)
+                seen_ns = max(seen_ns, item.published_ns)
+                if settled:
+                    self._covered_ns = max(self._covered_ns, seen_ns)
 
     # -- events ------------------------------------------------------------------------------
 
@@ -268,13 +327,24 @@ class RuntimeEvents:
         if event.topic == ctd.CONTAINER_CREATE:
             await self._container(client, cid)  # labels while the container surely exists
             return
-        if payload is None or event.topic not in (ctd.TASK_CREATE, ctd.TASK_START, ctd.TASK_EXIT):
+        if payload is None or event.topic not in (
+            ctd.TASK_CREATE,
+            ctd.TASK_START,
+            ctd.TASK_EXIT,
+            ctd.TASK_DELETE,
+        ):
             return
         time_ns = event.published_ns
         attributes = {"via": "event", "container_id": cid}
-        if isinstance(payload, events_pb2.TaskExit):
+        if isinstance(payload, events_pb2.TaskExit | events_pb2.TaskDelete):
             if payload.id not in ("", cid):
                 return  # an exec'd process, not the container's own
+            if isinstance(payload, events_pb2.TaskDelete):
+                exited = self._phases.decided(cid, rt.PHASE_CONTAINER_EXITED)
+                started = self._phases.decided(cid, rt.PHASE_CONTAINER_STARTED)
+                if exited or not started or not payload.HasField("exited_at"):
+                    return  # exited already, or never started (nothing exited)
+                attributes["via"] = "delete"
             if payload.HasField("exited_at"):
                 time_ns = ctd.timestamp_ns(payload.exited_at)
             attributes["exit_code"] = str(payload.exit_status)
@@ -310,35 +380,16 @@ class RuntimeEvents:
         (to be offered once the stream has settled)."""
         for container in containers:
             remember(self._containers, container.id, CriContainer.parse(container))
-        bracketed: list[Observation] = []
-        for task in tasks:
-            cid = task.container_id or task.id
-            info = self._containers.get(cid)
-            if info is None or task.id not in ("", cid):
-                continue
-            attributes = {"via": "recovery", "container_id": cid, "pid": str(task.pid)}
-            exited = 0
-            if task.status == task_types_pb2.STOPPED and task.HasField("exited_at"):
-                exited = ctd.timestamp_ns(task.exited_at)
-            end = exited or listed_at
-            start = max(info.created_ns, self._covered_ns)
-            for phase in STARTS[info.kind]:
-                if self._phases.emitted(cid, phase):
-                    continue
-                width = max(0, end - start)
-                if width <= RECOVERED_MAX_UNCERTAINTY_NS:
-                    marked = {**attributes, "recovered": "bounds", "bracket_start_ns": str(start)}
-                    bracketed.append(Observation(info, phase, end, width, marked))
-                else:
-                    self.counters.unrecoverable += 1
-            exit_done = self._phases.emitted(cid, rt.PHASE_CONTAINER_EXITED)
-            if exited and info.kind == "container" and not exit_done:
-                self.counters.recovered += 1
-                exit_attributes = {**attributes, "exit_code": str(task.exit_status)}
-                self._phases.offer(
-                    Observation(info, rt.PHASE_CONTAINER_EXITED, exited, 0, exit_attributes)
-                )
-        return bracketed
+        lower_ns = max(0, self._covered_ns - ORDER_MARGIN_NS) if self._covered_ns else 0
+        return recover(
+            self._phases,
+            self.counters,
+            self._containers,
+            tasks,
+            listed_at=listed_at,
+            lower_ns=lower_ns,
+            max_uncertainty_ns=self._max_uncertainty_ns,
+        )
 
     async def _sweep_loop(self) -> None:
         while True:

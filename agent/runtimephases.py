@@ -12,22 +12,25 @@ them when the watch sees the pod (``pod_seen``), and drops them past the limit
 with a counted debug line: pods outside the agent's label selector end that way
 on a shared node, which is why it is only a debug line.
 
-Each (container id, phase) is emitted at most once; the marks are forgotten
-when containerd deletes the container, and the oldest go first past
-``EMITTED_MAX``. A pod the watch has forgotten (gone) keeps its PodRef here a
-while, because its containers' exits may still be coming.
+Each (container id, phase) is offered at most once: the first observation
+decides it (emitted, held, or dropped with its pod), and so does giving up on
+it (``give_up``: a missed phase whose bracket was too wide); later ones,
+exact or bracketed, are ignored. The marks are forgotten when containerd
+deletes the container, and the oldest go first past ``EMITTED_MAX``. A pod
+the watch has forgotten (gone) keeps its PodRef here a while, because its
+containers' exits may still be coming.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
 from rtbench.clock import mono_ns, wall_ns
-from rtbench.containerd import containers_pb2
+from rtbench.containerd import containers_pb2, task_types_pb2
 from rtbench.v1 import events_pb2 as rt
 
 from .containerd import timestamp_ns
@@ -42,6 +45,7 @@ __all__ = [
     "PhaseEmitter",
     "PodLookup",
     "RuntimeCounters",
+    "recover",
     "remember",
 ]
 
@@ -63,13 +67,18 @@ of pods outside the label selector can take."""
 CACHE_MAX = 16_384
 """Containers whose labels are remembered (and pods whose PodRef is), oldest out first."""
 EMITTED_MAX = 65_536
-"""(container, phase) pairs remembered as emitted, beyond the /containers/delete cleanup."""
+"""(container, phase) pairs remembered as decided, beyond the /containers/delete cleanup."""
 
 STARTS = {
     "sandbox": (rt.PHASE_SANDBOX_CREATED, rt.PHASE_SANDBOX_STARTED),
     "container": (rt.PHASE_CONTAINER_CREATED, rt.PHASE_CONTAINER_STARTED),
 }
 """The create and start phases of each CRI kind; only app containers have an exit phase."""
+
+_STARTED = frozenset(
+    {task_types_pb2.RUNNING, task_types_pb2.PAUSED, task_types_pb2.PAUSING, task_types_pb2.STOPPED}
+)
+"""Task states that prove the task was started (a STOPPED one ran and exited)."""
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -173,21 +182,32 @@ class PhaseEmitter:
         self.hold_s = hold_s
         self._hold_max = hold_max
         self._refs: OrderedDict[str, rt.PodRef] = OrderedDict()
-        self._emitted: OrderedDict[tuple[str, int], None] = OrderedDict()
+        self._decided: OrderedDict[tuple[str, int], None] = OrderedDict()
+        """(container, phase) offered or given up; a bracket computed later from a later
+        lower bound would not contain a time that lies before that bound."""
         self._held: dict[str, list[tuple[float, Observation]]] = {}
 
-    def emitted(self, container_id: str, phase: int) -> bool:
-        return (container_id, phase) in self._emitted
+    def decided(self, container_id: str, phase: int) -> bool:
+        """An observation of this phase was offered, or it was given up."""
+        return (container_id, phase) in self._decided
+
+    def give_up(self, container_id: str, phase: int) -> None:
+        """A missed phase left to the pod watch: counted, and never bracketed later."""
+        self._counters.unrecoverable += 1
+        remember(self._decided, (container_id, int(phase)), None, limit=EMITTED_MAX)
 
     def forget(self, container_id: str) -> None:
         """containerd deleted the container: its marks can go."""
         for phase in (*STARTS["sandbox"], *STARTS["container"], rt.PHASE_CONTAINER_EXITED):
-            self._emitted.pop((container_id, phase), None)
+            self._decided.pop((container_id, phase), None)
 
     def offer(self, observation: Observation) -> None:
-        """Emit now if the watch knows the pod, else hold (or drop when full)."""
-        if self.emitted(observation.container.id, observation.phase):
+        """Emit now if the watch knows the pod, else hold (or drop when full); only the
+        first observation of a (container, phase) counts."""
+        mark = (observation.container.id, int(observation.phase))
+        if mark in self._decided:
             return
+        remember(self._decided, mark, None, limit=EMITTED_MAX)
         uid = observation.container.pod_uid
         ref = self._ref(uid)
         if ref is not None:
@@ -236,10 +256,6 @@ class PhaseEmitter:
 
     def _emit(self, observation: Observation, ref: rt.PodRef) -> None:
         info = observation.container
-        mark = (info.id, int(observation.phase))
-        if mark in self._emitted:
-            return
-        remember(self._emitted, mark, None, limit=EMITTED_MAX)
         event = rt.Event(
             phase=observation.phase,
             source=rt.SOURCE_CONTAINERD,
@@ -269,6 +285,57 @@ class PhaseEmitter:
             why,
             self._counters.dropped,
         )
+
+
+def recover(
+    phases: PhaseEmitter,
+    counters: RuntimeCounters,
+    containers: Mapping[str, CriContainer | None],
+    tasks: list[task_types_pb2.Process],
+    *,
+    listed_at: int,
+    lower_ns: int,
+    max_uncertainty_ns: int,
+) -> list[Observation]:
+    """What a task list tells of phases missed while disconnected (agent/runtimeevents.py
+    explains the rules): offers the exact exits of stopped tasks, gives up on the phases
+    whose bracket would be wider than ``max_uncertainty_ns``, and returns the bracketed
+    creates and starts, from ``lower_ns`` (or the container's creation, if later) to the
+    exit or ``listed_at``."""
+    bracketed: list[Observation] = []
+    for task in tasks:
+        cid = task.container_id or task.id
+        info = containers.get(cid)
+        if info is None or task.id not in ("", cid):
+            continue
+        attributes = {"via": "recovery", "container_id": cid, "pid": str(task.pid)}
+        exited = 0
+        if task.status == task_types_pb2.STOPPED and task.HasField("exited_at"):
+            exited = timestamp_ns(task.exited_at)
+        end = exited or listed_at
+        start = max(info.created_ns, lower_ns)
+        created, started = STARTS[info.kind]
+        for phase in (created, started):
+            if phases.decided(cid, phase):
+                continue
+            if phase == started and task.status == task_types_pb2.CREATED:
+                continue  # not started yet: the stream will tell
+            width = max(0, end - start)
+            if phase == started and task.status not in _STARTED:
+                phases.give_up(cid, phase)  # UNKNOWN: started or not, nobody knows
+            elif width <= max_uncertainty_ns:
+                marked = {**attributes, "recovered": "bounds", "bracket_start_ns": str(start)}
+                bracketed.append(Observation(info, phase, end, width, marked))
+            else:
+                phases.give_up(cid, phase)
+        if exited and info.kind == "container":
+            if not phases.decided(cid, rt.PHASE_CONTAINER_EXITED):
+                counters.recovered += 1
+                exit_attributes = {**attributes, "exit_code": str(task.exit_status)}
+                phases.offer(
+                    Observation(info, rt.PHASE_CONTAINER_EXITED, exited, 0, exit_attributes)
+                )
+    return bracketed
 
 
 def _now() -> float:
