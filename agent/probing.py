@@ -27,6 +27,10 @@ status from an app still starting), what changed is the app's answer, so the
 bracket ends at the arrival of the first 2xx status line instead. When the very
 first attempt succeeds there is no failure to bound it: the bracket starts at
 the agent's first sight of the pod, ``bracket_start_source=first_sight``.
+When containerd reported one of the pod's containers started (``hint_started``
+with its time), the app cannot have answered before that: a bracket starting
+earlier (a sparse attempt long before the start) is cut to begin there,
+``bracket_start_source=container_start``.
 
 Scheduling: one loop serves all pods from two earliest-deadline-first heaps,
 pods still waiting for their first response before pods already answering. It
@@ -110,6 +114,8 @@ class _Pod:
         self.failure_connected = False
         """Whether that attempt connected (and then failed at the HTTP level)."""
         self.last_ok_start_ns = 0
+        self.not_before_ns = 0
+        """Earliest container start containerd reported for the pod; 0: none."""
         self.outage = False
         self.sock: socket.socket | None = None
         """The socket kept across refused connects while waiting."""
@@ -157,11 +163,15 @@ class Prober:
         self._pods[ref.uid] = pod
         self._schedule(pod, 0.0)
 
-    def hint_started(self, uid: str) -> None:
-        """A container started: the listen is near, so probe densely again."""
+    def hint_started(self, uid: str, started_ns: int = 0) -> None:
+        """A container started: the listen is near, so probe densely again. With the
+        start's time (containerd's, a lower bound), the first response is not put
+        before it."""
         pod = self._pods.get(uid)
         if pod is None or pod.responded:
             return
+        if started_ns > 0:
+            pod.not_before_ns = min(pod.not_before_ns or started_ns, started_ns)
         pod.interval = self._s.probe_first_interval_s
         if not pod.in_flight:
             self._schedule(pod, 0.0)
@@ -378,6 +388,8 @@ class Prober:
             end, end_mono = attempt.connected_ns, attempt.connected_mono_ns
             source = "connect_failure" if pod.failure_start_ns else "first_sight"
         start = pod.failure_start_ns or min(pod.first_sight_ns, end)
+        if start < pod.not_before_ns <= end:
+            start, source = pod.not_before_ns, "container_start"
         # The midpoint, ± half the width: the estimate that is never further than
         # that from the moment the app became reachable, wherever in the bracket it was.
         half = (end - start + 1) // 2

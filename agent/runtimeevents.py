@@ -172,7 +172,7 @@ class RuntimeEvents:
         *,
         socket: str,
         namespace: str,
-        on_started: Callable[[str], None] | None = None,
+        on_started: Callable[[str, int], None] | None = None,
         hold_s: float = HOLD_S,
         hold_max: int = HOLD_MAX,
         max_uncertainty_ns: int = RECOVERED_MAX_UNCERTAINTY_NS,

@@ -171,7 +171,7 @@ class PhaseEmitter:
         pods: PodLookup,
         counters: RuntimeCounters,
         *,
-        on_started: Callable[[str], None] | None = None,
+        on_started: Callable[[str, int], None] | None = None,
         hold_s: float = HOLD_S,
         hold_max: int = HOLD_MAX,
     ) -> None:
@@ -273,7 +273,7 @@ class PhaseEmitter:
         self._outbox.put_event(event)
         self._counters.emitted += 1
         if observation.phase == rt.PHASE_CONTAINER_STARTED and self._on_started is not None:
-            self._on_started(info.pod_uid)
+            self._on_started(info.pod_uid, observation.time_ns - observation.uncertainty_ns)
 
     def _drop(self, info: CriContainer, count: int, why: str) -> None:
         self._counters.dropped += count

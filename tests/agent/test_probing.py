@@ -175,6 +175,43 @@ async def test_brackets_contain_the_workloads_own_listen_time(
     assert len(summaries) == pods and all(p.status_code == 200 for p in summaries)
 
 
+@pytest.mark.parametrize("known_start", [True, False])
+async def test_a_container_start_from_containerd_bounds_the_bracket(
+    known_start: bool,
+    prober: tuple[Start, RecordingOutbox],
+    servers: list[CountingServer],
+    wait_for: WaitFor,
+) -> None:
+    """Sparse probing (every 0.3 s) leaves a wide bracket; a container start reported by
+    containerd with its time cuts the bracket's start to that time (the app cannot have
+    answered earlier). Without the time, the bracket keeps the last failure."""
+    start, outbox = prober
+    probe = start(probe_first_interval_s=0.3, probe_max_interval_s=0.3, probe_growth=1.0)
+    server = CountingServer(address(400), status=200)
+    await server.start()
+    port = server.port
+    await server.stop()  # refused from now on, until it starts again on the same port
+    server.port = port
+    servers.append(server)
+    probe.track(ref(400), server.target, wall_ns())
+    await wait_for(lambda: probe.attempts >= 2, within=10)  # refused: nothing listens
+    await asyncio.sleep(0.1)  # well after the last refused attempt
+    started = wall_ns()
+    await server.start(port)
+    probe.hint_started("uid-400", started if known_start else 0)
+    await wait_for(lambda: len(events(outbox, P.PHASE_FIRST_RESPONSE)) == 1, within=10)
+    [event] = events(outbox, P.PHASE_FIRST_RESPONSE)
+    begin = int(event.attributes["bracket_start_ns"])
+    end = int(event.attributes["bracket_end_ns"])
+    assert_midpoint(event)
+    if known_start:
+        assert event.attributes["bracket_start_source"] == "container_start"
+        assert begin == started < end
+    else:
+        assert event.attributes["bracket_start_source"] == "connect_failure"
+        assert begin <= started - 100_000_000 < end
+
+
 async def test_the_rate_budget_is_shared_fairly(
     prober: tuple[Start, RecordingOutbox], servers: list[CountingServer]
 ) -> None:
