@@ -292,9 +292,20 @@ class TextPlanDisplay:
             parts.append(f"{summary.failed_pods} pods failed")
         self._say(f"  {run.key}: " + ", ".join(parts))
 
-    def run_errored(self, run: PlannedRun, run_id: str, error: RtctlError, seconds: float) -> None:
+    def run_errored(
+        self,
+        run: PlannedRun,
+        run_id: str,
+        error: RtctlError,
+        seconds: float,
+        state: control_pb2.RunState | None,
+    ) -> None:
         first = str(error).splitlines()[0] if str(error) else type(error).__name__
-        self._say(
-            f"  {run.key}: FAILED in {_duration(seconds)} ({first});"
-            f" recorded as failed (run {run_id}), going on with the next run"
-        )
+        took = _duration(seconds)
+        if state is None:
+            told = f"FAILED in {took} before it was registered ({first}); a rerun runs it"
+        elif state == control_pb2.RUN_STATE_FAILED:
+            told = f"FAILED in {took} ({first}); recorded as failed (run {run_id})"
+        else:
+            told = f"{state_name(state)} in {took}, then the teardown failed ({first})"
+        self._say(f"  {run.key}: {told}, going on with the next run")

@@ -269,8 +269,17 @@ class PlanDisplay(Protocol):
     def run_finished(self, run: PlannedRun, outcome: RunOutcome, seconds: float) -> None:
         """The run is over (any final state) and torn down."""
 
-    def run_errored(self, run: PlannedRun, run_id: str, error: RtctlError, seconds: float) -> None:
-        """The run ended on an operational error; it counts as failed and the plan goes on."""
+    def run_errored(
+        self,
+        run: PlannedRun,
+        run_id: str,
+        error: RtctlError,
+        seconds: float,
+        state: control_pb2.RunState | None,
+    ) -> None:
+        """The run ended on an operational error and the plan goes on. ``state``: what the
+        collector now holds for it (FAILED, or SUCCEEDED when only the teardown failed);
+        None when the run was never registered (a rerun runs it)."""
 
 
 @dataclass(frozen=True)
@@ -373,10 +382,10 @@ async def execute_plan(
             if run_display is not None:
                 run_display.close()
                 run_display = None
-            failed_state = await _record_failure(collector, request.run_id, exc)
+            recorded = await _record_failure(collector, request.run_id, exc)
             durations.append((mono_ns() - started) / 1e9)
-            results.append((run, request.run_id, failed_state))
-            display.run_errored(run, request.run_id, exc, durations[-1])
+            results.append((run, request.run_id, recorded or control_pb2.RUN_STATE_FAILED))
+            display.run_errored(run, request.run_id, exc, durations[-1], recorded)
             continue
         finally:
             if run_display is not None:
@@ -408,13 +417,14 @@ async def _preflight_run(
 
 async def _record_failure(
     collector: Collector, run_id: str, error: RtctlError
-) -> control_pb2.RunState:
+) -> control_pb2.RunState | None:
     """The state the collector holds for a run that raised ``error``; a run left
-    unfinished is finished FAILED with the message. FAILED when the collector cannot say."""
+    unfinished is finished FAILED with the message. None when the collector does not know
+    the run (never registered, or the collector is down)."""
     try:
         summary = await collector.summary(run_id)
     except CollectorError:
-        return control_pb2.RUN_STATE_FAILED  # never registered, or the collector is down
+        return None
     if summary.state in (control_pb2.RUN_STATE_REGISTERED, control_pb2.RUN_STATE_RUNNING):
         with contextlib.suppress(CollectorError):
             await collector.finish_run(run_id, control_pb2.RUN_STATE_FAILED, str(error)[:500])
