@@ -28,6 +28,7 @@ from matplotlib.collections import PolyCollection
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator
 
 from rtbench.percentiles import nearest_rank
 
@@ -225,6 +226,7 @@ def timeline_plot(run: RunReport) -> Plot:
     ax.set_title(f"per-pod start-up timeline, run {run.run_id} ({run.key.label}, {run.state})")
     ax.set_xlabel("time since the Deployment's create (ms)")
     ax.set_ylabel("pod (ordinal: order of first sight)")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))  # ordinals, never 2.5
     ax.grid(True, axis="x", alpha=0.3)
     if handles:
         ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.005, 1), fontsize="small")
