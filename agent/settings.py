@@ -32,6 +32,9 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from rtbench.cli import parse_bool as _bool
+from rtbench.cli import parse_float as _float
+from rtbench.cli import parse_int as _int
 from rtbench.grpcsecurity import channel_problem, parse_target
 
 from .errors import ConfigError
@@ -211,32 +214,6 @@ class AgentSettings:
 ENV_PREFIX = "RTBENCH_AGENT_"
 NODE_ENV = "NODE_NAME"
 """Set by the DaemonSet from the downward API (fieldRef spec.nodeName)."""
-
-
-def _int(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise ValueError(f"must be an integer, got {text!r}") from None
-
-
-def _float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(f"must be a number, got {text!r}") from None
-    if not math.isfinite(value):
-        raise ValueError(f"must be a finite number, got {text!r}")
-    return value
-
-
-def _bool(text: str) -> bool:
-    lowered = text.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"must be true or false, got {text!r}")
 
 
 _UNITS = {"": 1, "k": 1000, "m": 1000**2, "g": 1000**3, "ki": 2**10, "mi": 2**20, "gi": 2**30}

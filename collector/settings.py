@@ -20,6 +20,10 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from rtbench.cli import parse_bool as _bool
+from rtbench.cli import parse_float as _float
+from rtbench.cli import parse_int as _int
+
 from .errors import ConfigError
 from .influxwrite import InfluxTarget
 
@@ -213,34 +217,11 @@ def _listen(text: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def _int(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
-
-
-def _float(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
-
-
 def _path(text: str) -> Path:
     # Path("") is Path("."): an empty value would only fail later, at open.
     if not text.strip():
         raise argparse.ArgumentTypeError("must not be empty")
     return Path(text)
-
-
-def _bool(text: str) -> bool:
-    value = text.strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"must be true or false, got {text!r}")
 
 
 @dataclass(frozen=True)

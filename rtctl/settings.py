@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rtbench.cli import parse_bool as _bool
+from rtbench.cli import parse_float as _float
 from rtbench.grpcsecurity import channel_problem
 
 from .errors import UsageError
@@ -98,25 +100,6 @@ class ConnectionSettings:
 
 
 # -- flags and environment ------------------------------------------------------
-
-
-def _float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(f"must be a number, got {text!r}") from None
-    if not math.isfinite(value):
-        raise ValueError(f"must be a finite number, got {text!r}")
-    return value
-
-
-def _bool(text: str) -> bool:
-    lowered = text.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"must be true or false, got {text!r}")
 
 
 def _text(text: str) -> str:
