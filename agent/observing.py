@@ -252,6 +252,8 @@ class NodeObserver:
                 namespace=settings.containerd_namespace,
                 on_started=self.prober.hint_started,
             )
+            counters = self.runtime.counters
+            self.prober.start_hints = lambda: counters.connected
         self._local: agent_pb2.NodeFacts | None = None
         self._node_info: Obj | None = None
 

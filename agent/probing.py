@@ -30,7 +30,10 @@ the agent's first sight of the pod, ``bracket_start_source=first_sight``.
 When containerd reported one of the pod's containers started (``hint_started``
 with its time), the app cannot have answered before that: a bracket starting
 earlier (a sparse attempt long before the start) is cut to begin there,
-``bracket_start_source=container_start``.
+``bracket_start_source=container_start``. containerd's word can arrive a few ms
+after the app already answered, so while a containerd reader is connected
+(``start_hints``) a first response without a start yet is held back up to
+``START_HINT_WAIT_S`` for it.
 
 Scheduling: one loop serves all pods from two earliest-deadline-first heaps,
 pods still waiting for their first response before pods already answering. It
@@ -50,6 +53,7 @@ import asyncio
 import errno
 import heapq
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -116,6 +120,8 @@ class _Pod:
         self.last_ok_start_ns = 0
         self.not_before_ns = 0
         """Earliest container start containerd reported for the pod; 0: none."""
+        self.held: _Bracket | None = None
+        """The first response, while it waits for containerd's container start."""
         self.outage = False
         self.sock: socket.socket | None = None
         """The socket kept across refused connects while waiting."""
@@ -125,6 +131,22 @@ class _Pod:
         if self.sock is not None:
             self.sock.close()
             self.sock = None
+
+
+START_HINT_WAIT_S = 0.1
+"""How long a first response waits for containerd's container start (normally a few ms
+behind the start) before it is reported without that bound."""
+
+
+@dataclass
+class _Bracket:
+    """A first response found, not reported yet: the bracket and its attributes."""
+
+    start: int
+    end: int
+    end_mono: int
+    source: str
+    attributes: dict[str, str]
 
 
 class Prober:
@@ -144,6 +166,10 @@ class Prober:
         self.attempts = 0
         """Every attempt started (the rate budget bounds this)."""
         self.first_responses = 0
+        self.start_hints: Callable[[], bool] | None = None
+        """Whether container starts are coming from containerd now (set by the observer)."""
+        self.start_hint_wait_s = START_HINT_WAIT_S
+        self._held: set[str] = set()
 
     @property
     def probing(self) -> int:
@@ -168,10 +194,13 @@ class Prober:
         start's time (containerd's, a lower bound), the first response is not put
         before it."""
         pod = self._pods.get(uid)
-        if pod is None or pod.responded:
+        if pod is None:
             return
         if started_ns > 0:
             pod.not_before_ns = min(pod.not_before_ns or started_ns, started_ns)
+        if pod.responded:
+            self._report_first_response(pod)  # if it was held back for this
+            return
         pod.interval = self._s.probe_first_interval_s
         if not pod.in_flight:
             self._schedule(pod, 0.0)
@@ -180,6 +209,7 @@ class Prober:
         """Stop probing (deletion requested, or gone)."""
         pod = self._pods.pop(uid, None)
         if pod is not None:
+            self._report_first_response(pod)
             pod.close()
 
     def _schedule(self, pod: _Pod, due: float) -> None:
@@ -202,6 +232,7 @@ class Prober:
             finally:
                 self._group = None
                 for pod in self._pods.values():
+                    self._report_first_response(pod)
                     if pod.sock is not None:
                         pod.sock.close()
                         pod.sock = None
@@ -388,24 +419,12 @@ class Prober:
             end, end_mono = attempt.connected_ns, attempt.connected_mono_ns
             source = "connect_failure" if pod.failure_start_ns else "first_sight"
         start = pod.failure_start_ns or min(pod.first_sight_ns, end)
-        if start < pod.not_before_ns <= end:
-            start, source = pod.not_before_ns, "container_start"
-        # The midpoint, ± half the width: the estimate that is never further than
-        # that from the moment the app became reachable, wherever in the bracket it was.
-        half = (end - start + 1) // 2
-        event = events_pb2.Event(
-            phase=events_pb2.PHASE_FIRST_RESPONSE,
-            source=events_pb2.SOURCE_PROBE,
-            time_ns=end - half,
-            monotonic_ns=end_mono - half,
-            uncertainty_ns=half,
-        )
-        event.pod.CopyFrom(pod.ref)
-        event.attributes.update(
+        pod.held = _Bracket(
+            start,
+            end,
+            end_mono,
+            source,
             {
-                "bracket_start_ns": str(start),
-                "bracket_end_ns": str(end),
-                "bracket_start_source": source,
                 "attempts": str(pod.attempts),
                 "probe_started_ns": str(pod.tracked_ns),
                 "refused": str(pod.refused),
@@ -415,10 +434,46 @@ class Prober:
                 "response_ns": str(attempt.end_ns),
                 "pod_ip": pod.target.ip,
                 "port": str(pod.target.port),
+            },
+        )
+        if pod.not_before_ns or self.start_hints is None or not self.start_hints():
+            self._report_first_response(pod)
+        else:
+            self._held.add(pod.ref.uid)
+            asyncio.get_running_loop().call_later(
+                self.start_hint_wait_s, self._report_first_response, pod
+            )
+        self._result(pod, attempt)
+
+    def _report_first_response(self, pod: _Pod) -> None:
+        """The first_response event of a held bracket (once; later calls do nothing)."""
+        bracket, pod.held = pod.held, None
+        self._held.discard(pod.ref.uid)
+        if bracket is None:
+            return
+        start, end, source = bracket.start, bracket.end, bracket.source
+        if start < pod.not_before_ns <= end:
+            start, source = pod.not_before_ns, "container_start"
+        # The midpoint, ± half the width: the estimate that is never further than
+        # that from the moment the app became reachable, wherever in the bracket it was.
+        half = (end - start + 1) // 2
+        event = events_pb2.Event(
+            phase=events_pb2.PHASE_FIRST_RESPONSE,
+            source=events_pb2.SOURCE_PROBE,
+            time_ns=end - half,
+            monotonic_ns=bracket.end_mono - half,
+            uncertainty_ns=half,
+        )
+        event.pod.CopyFrom(pod.ref)
+        event.attributes.update(
+            {
+                "bracket_start_ns": str(start),
+                "bracket_end_ns": str(end),
+                "bracket_start_source": source,
+                **bracket.attributes,
             }
         )
         self._outbox.put_event(event)
-        self._result(pod, attempt)
 
     def _after_success(self, pod: _Pod, attempt: _Attempt) -> None:
         self._result(pod, attempt)

@@ -212,6 +212,47 @@ async def test_a_container_start_from_containerd_bounds_the_bracket(
         assert begin <= started - 100_000_000 < end
 
 
+@pytest.mark.parametrize("hint_comes", [True, False])
+async def test_a_first_response_waits_for_containerds_word_of_the_start(
+    hint_comes: bool,
+    prober: tuple[Start, RecordingOutbox],
+    servers: list[CountingServer],
+    wait_for: WaitFor,
+) -> None:
+    """While a containerd reader is connected, a success that came before the container
+    start was reported is held back until it is (then bounded by it), or until the wait
+    ends (then reported as it was)."""
+    start, outbox = prober
+    probe = start(probe_first_interval_s=0.3, probe_max_interval_s=0.3, probe_growth=1.0)
+    probe.start_hints = lambda: True
+    probe.start_hint_wait_s = 30.0 if hint_comes else 0.3
+    server = CountingServer(address(401), status=200)
+    await server.start()
+    port = server.port
+    await server.stop()
+    server.port = port
+    servers.append(server)
+    probe.track(ref(401), server.target, wall_ns())
+    await wait_for(lambda: probe.attempts >= 2, within=10)  # refused: nothing listens
+    await asyncio.sleep(0.1)
+    started = wall_ns()
+    await server.start(port)
+    await wait_for(lambda: probe.first_responses == 1, within=10)
+    if hint_comes:
+        assert not events(outbox, P.PHASE_FIRST_RESPONSE), "held for the container start"
+        probe.hint_started("uid-401", started)
+    await wait_for(lambda: len(events(outbox, P.PHASE_FIRST_RESPONSE)) == 1, within=10)
+    [event] = events(outbox, P.PHASE_FIRST_RESPONSE)
+    assert_midpoint(event)
+    begin = int(event.attributes["bracket_start_ns"])
+    if hint_comes:
+        assert event.attributes["bracket_start_source"] == "container_start"
+        assert begin == started
+    else:
+        assert event.attributes["bracket_start_source"] == "connect_failure"
+        assert begin <= started - 100_000_000
+
+
 async def test_the_rate_budget_is_shared_fairly(
     prober: tuple[Start, RecordingOutbox], servers: list[CountingServer]
 ) -> None:

@@ -214,8 +214,12 @@ async def test_resent_committed_batches_are_acked_as_duplicates(tmp_path: Path) 
             counters = stack.uplink.counters
     finally:
         await fake.stop()
-    assert counters.duplicates == 4
-    assert sorted(fake.acks_sent) == [(1, False), (2, True), (3, True), (4, True), (5, True)]
+    # On a loaded machine a session can end once more before every ack is in, and the
+    # resend repeats: what must hold is that 2-5 are only ever acked as duplicates.
+    acks = set(fake.acks_sent)
+    assert {(1, False), (2, True), (3, True), (4, True), (5, True)} <= acks
+    assert not {(2, False), (3, False), (4, False), (5, False)} & acks
+    assert counters.duplicates >= 4
     assert_each_once(fake, range(50))
 
 
