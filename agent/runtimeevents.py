@@ -93,7 +93,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from rtbench.backoff import full_jitter
+from rtbench.backoff import full_jitter, hold_group_open, raise_if_cancelled
 from rtbench.clock import mono_ns, wall_ns
 from rtbench.containerd import containers_pb2, events_pb2, task_types_pb2
 from rtbench.v1 import events_pb2 as rt
@@ -215,6 +215,7 @@ class RuntimeEvents:
                     await self._session(client, socket)
                 problem = "the session ended"  # _session only ends by raising
             except ctd.ContainerdError as exc:
+                raise_if_cancelled()
                 problem = str(exc)
             self.counters.failures += 1
             if self.counters.connected:
@@ -266,6 +267,7 @@ class RuntimeEvents:
                     group.create_task(self._read(subscription, queue), name="containerd stream")
                     group.create_task(self._settle(queue, settle), name="containerd settle")
                     group.create_task(self._consume(client, queue), name="containerd handle")
+                    await hold_group_open()
             except BaseExceptionGroup as failed:
                 if len(failed.exceptions) == 1 and isinstance(failed.exceptions[0], Exception):
                     raise failed.exceptions[0] from None

@@ -53,7 +53,7 @@ from typing import Any
 import grpc
 
 from rtbench import __version__
-from rtbench.backoff import full_jitter
+from rtbench.backoff import full_jitter, hold_group_open, raise_if_cancelled
 from rtbench.clock import wall_ns
 from rtbench.protocol import PROTOCOL, REJECTED_SEQUENCE_KEY
 from rtbench.v1 import agent_pb2, agent_pb2_grpc
@@ -224,6 +224,7 @@ class Uplink:
             try:
                 await self._session()
             except UplinkError as exc:
+                raise_if_cancelled()
                 error = exc
             else:  # pragma: no cover - _session only ends by raising
                 error = TransientError("stream ended")
@@ -292,6 +293,7 @@ class Uplink:
                     ),
                 ):
                     group.create_task(self._guard(call, coro), name=name)
+                await hold_group_open()
         except BaseExceptionGroup as group:
             raise _unwrap(group) from None
         finally:
