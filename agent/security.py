@@ -45,16 +45,7 @@ class ChannelSecurity(grpcsecurity.ChannelSecurity):
     def load(cls, settings: UplinkSettings) -> ChannelSecurity:
         """Read TLS files and check the token file (blocking I/O; raises StartupError)."""
         try:
-            return cls.from_files(
-                settings.collector,
-                token=settings.token,
-                token_file=settings.token_file,
-                tls_ca=settings.tls_ca,
-                tls_cert=settings.tls_cert,
-                tls_key=settings.tls_key,
-                tls_server_name=settings.tls_server_name,
-                options=_OPTIONS,
-            )
+            return cls.from_settings(settings, options=_OPTIONS)
         except grpcsecurity.CredentialsError as exc:
             raise StartupError(str(exc)) from exc
 

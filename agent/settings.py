@@ -130,16 +130,7 @@ class UplinkSettings:
             raise ConfigError(
                 f"--agent-id must be 1-128 letters, digits, '.', '_' or '-', got {self.agent_id!r}"
             )
-        problem = channel_problem(
-            self.collector,
-            token=self.token,
-            token_file=self.token_file,
-            tls_ca=self.tls_ca,
-            tls_cert=self.tls_cert,
-            tls_key=self.tls_key,
-            tls_server_name=self.tls_server_name,
-            insecure=self.insecure,
-        )
+        problem = channel_problem(self)
         if problem is not None:
             raise ConfigError(problem)
         for name, minimum in (

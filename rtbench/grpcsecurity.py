@@ -15,7 +15,7 @@ set up for one would refuse the other in ways nobody can explain:
   mounted Kubernetes Secret, which the kubelet updates in place, and fixing a
   wrong token should not need a restart.
 
-``ChannelSecurity.from_files`` reads the certificate files once, so an unreadable
+``ChannelSecurity.from_settings`` reads the certificate files once, so an unreadable
 file is reported once with its path; everything wrong is a ``CredentialsError``
 with one line saying which file and why. Each component maps it into its own
 error hierarchy (the agent's StartupError/AuthError, rtctl's CollectorError).
@@ -29,12 +29,13 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Protocol, Self
 
 import grpc
 
 __all__ = [
     "ChannelSecurity",
+    "ConnectionOptions",
     "CredentialsError",
     "channel_problem",
     "is_hostname",
@@ -81,19 +82,33 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def channel_problem(
-    collector: str,
-    *,
-    token: str | None,
-    token_file: Path | None,
-    tls_ca: Path | None,
-    tls_cert: Path | None,
-    tls_key: Path | None,
-    tls_server_name: str | None,
-    insecure: bool,
-) -> str | None:
+class ConnectionOptions(Protocol):
+    """The connection settings the agent and rtctl share, by the same names and flags."""
+
+    @property
+    def collector(self) -> str: ...
+    @property
+    def token(self) -> str | None: ...
+    @property
+    def token_file(self) -> Path | None: ...
+    @property
+    def tls_ca(self) -> Path | None: ...
+    @property
+    def tls_cert(self) -> Path | None: ...
+    @property
+    def tls_key(self) -> Path | None: ...
+    @property
+    def tls_server_name(self) -> str | None: ...
+    @property
+    def insecure(self) -> bool: ...
+
+
+def channel_problem(settings: ConnectionOptions) -> str | None:
     """What is wrong with these connection options, in one line naming the flags; None if
     nothing. The agent and rtctl check the same rules and raise their own usage error."""
+    collector, token, token_file = settings.collector, settings.token, settings.token_file
+    tls_ca, tls_cert, tls_key = settings.tls_ca, settings.tls_cert, settings.tls_key
+    tls_server_name, insecure = settings.tls_server_name, settings.insecure
     try:
         host, _ = parse_target(collector)
     except ValueError as exc:
@@ -154,19 +169,12 @@ class ChannelSecurity:
     """grpc channel options every channel opened from here gets (each client has its own)."""
 
     @classmethod
-    def from_files(
-        cls,
-        target: str,
-        *,
-        token: str | None = None,
-        token_file: Path | None = None,
-        tls_ca: Path | None = None,
-        tls_cert: Path | None = None,
-        tls_key: Path | None = None,
-        tls_server_name: str | None = None,
-        options: Sequence[tuple[str, Any]] = (),
+    def from_settings(
+        cls, settings: ConnectionOptions, *, options: Sequence[tuple[str, Any]] = ()
     ) -> Self:
         """Read the TLS files and check the token file (blocking I/O; raises CredentialsError)."""
+        token, token_file = settings.token, settings.token_file
+        tls_ca, tls_cert, tls_key = settings.tls_ca, settings.tls_cert, settings.tls_key
         credentials = None
         if tls_ca is not None:
             root = _read(tls_ca, "TLS CA file")
@@ -187,9 +195,9 @@ class ChannelSecurity:
             except ValueError as exc:
                 raise CredentialsError(f"token file {token_file} {exc}") from exc
         return cls(
-            target=target,
+            target=settings.collector,
             credentials=credentials,
-            server_name=tls_server_name,
+            server_name=settings.tls_server_name,
             token=token,
             token_file=token_file,
             options=tuple(options),

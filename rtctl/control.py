@@ -92,18 +92,9 @@ class Collector:
         return cls(settings)
 
     async def __aenter__(self) -> Collector:
-        settings = self.settings
         try:
             self._security = await asyncio.to_thread(
-                ChannelSecurity.from_files,
-                settings.collector,
-                token=settings.token,
-                token_file=settings.token_file,
-                tls_ca=settings.tls_ca,
-                tls_cert=settings.tls_cert,
-                tls_key=settings.tls_key,
-                tls_server_name=settings.tls_server_name,
-                options=_OPTIONS,
+                ChannelSecurity.from_settings, self.settings, options=_OPTIONS
             )
         except CredentialsError as exc:
             raise CollectorError(str(exc)) from exc

@@ -74,16 +74,7 @@ class ConnectionSettings:
     """kubeconfig context; None: the kubeconfig's current context, as kubectl does."""
 
     def __post_init__(self) -> None:
-        problem = channel_problem(
-            self.collector,
-            token=self.token,
-            token_file=self.token_file,
-            tls_ca=self.tls_ca,
-            tls_cert=self.tls_cert,
-            tls_key=self.tls_key,
-            tls_server_name=self.tls_server_name,
-            insecure=self.insecure,
-        )
+        problem = channel_problem(self)
         if problem is not None:
             raise UsageError(problem)
         timeout = self.rpc_timeout_s
