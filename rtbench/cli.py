@@ -20,6 +20,7 @@ __all__ = [
     "parse_bool",
     "parse_float",
     "parse_int",
+    "parse_positive_int",
 ]
 
 EXIT_OK = 0
@@ -46,6 +47,14 @@ def parse_int(text: str) -> int:
         return int(text)
     except ValueError:
         raise BadValue(f"must be an integer, got {text!r}") from None
+
+
+def parse_positive_int(text: str) -> int:
+    """An integer of at least 1 (counts: nodes, replicas, resamples)."""
+    value = parse_int(text)
+    if value < 1:
+        raise BadValue(f"must be at least 1, got {value}")
+    return value
 
 
 def parse_float(text: str) -> float:

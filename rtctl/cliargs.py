@@ -28,7 +28,6 @@ __all__ = [
     "duration_arg",
     "format_duration",
     "parse_duration",
-    "positive_int",
 ]
 
 WIDE_COLUMNS = 180
@@ -67,17 +66,6 @@ def duration_arg(text: str) -> float:
         return parse_duration(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def positive_int(text: str) -> int:
-    """argparse type: a whole number of at least 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def console() -> Console:

@@ -36,7 +36,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from rtbench.cli import EXIT_OK
+from rtbench.cli import EXIT_OK, parse_positive_int
 from rtbench.v1 import control_pb2
 
 from . import cliargs
@@ -87,7 +87,7 @@ def add_parser(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--bootstrap",
-        type=cliargs.positive_int,
+        type=parse_positive_int,
         default=DEFAULT_RESAMPLES,
         metavar="N",
         help=f"bootstrap resamples per ratio (default: {DEFAULT_RESAMPLES})",

@@ -25,9 +25,10 @@ from typing import Any
 
 from rich.table import Table
 
+from rtbench.cli import parse_positive_int
 from rtbench.v1 import control_pb2
 
-from .cliargs import console, duration_arg, positive_int
+from .cliargs import console, duration_arg
 from .control import Collector
 from .display import display_for
 from .errors import UsageError
@@ -76,7 +77,7 @@ def add_parser(subparsers: Any) -> None:
         ),
     )
     start.add_argument("--variant", help="variant label (default: the runtime class)")
-    start.add_argument("--replicas", type=positive_int, default=10, help="pods (default: 10)")
+    start.add_argument("--replicas", type=parse_positive_int, default=10, help="pods (default: 10)")
     start.add_argument(
         "--memory",
         default=DEFAULT_MEMORY,

@@ -24,6 +24,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from rtbench.cli import parse_positive_int
+
 from .cluster import SimCluster
 from .errors import ConfigError, SimError
 from .nodes import sim_version
@@ -59,16 +61,6 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {text!r}")
-    return value
-
-
 def _int(text: str) -> int:
     try:
         return int(text)
@@ -78,7 +70,7 @@ def _int(text: str) -> int:
 
 # flag, type, help; the environment variable is RTBENCH_SIM_ + the flag in upper snake case.
 _OPTIONS: list[tuple[str, Callable[[str], Any], str]] = [
-    ("--nodes", _positive_int, "number of simulated nodes, sim-node-1..N (default 2)"),
+    ("--nodes", parse_positive_int, "number of simulated nodes, sim-node-1..N (default 2)"),
     (
         "--kubeconfig",
         Path,
@@ -91,7 +83,7 @@ _OPTIONS: list[tuple[str, Callable[[str], Any], str]] = [
     ),
     (
         "--max-pods",
-        _positive_int,
+        parse_positive_int,
         "allocatable pods per node, the kubelet's --max-pods (default 110)",
     ),
     (
@@ -122,7 +114,7 @@ _OPTIONS: list[tuple[str, Callable[[str], Any], str]] = [
     ),
     (
         "--history-size",
-        _positive_int,
+        parse_positive_int,
         "watch events kept for resuming; older resourceVersions get 410 (default 10000)",
     ),
     (

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from rtbench.cli import parse_positive_int
 from rtctl.cliargs import (
     WIDE_COLUMNS,
     console,
     duration_arg,
     format_duration,
     parse_duration,
-    positive_int,
 )
 from rtctl.errors import UsageError
 from rtctl.runcli import run_request
@@ -243,10 +243,10 @@ def test_start_run_takes_durations_with_units_and_positive_counts() -> None:
     made = run_request(args)
     assert made.timeout_s == 300 and made.settle_s == 0.5
     assert made.runtime_class == made.variant == "default"
-    assert positive_int("3") == 3
+    assert parse_positive_int("3") == 3
     for bad in ("0", "-2", "three", "1.5"):
         with pytest.raises(argparse.ArgumentTypeError):
-            positive_int(bad)
+            parse_positive_int(bad)
     for argv in (["--timeout", "nan"], ["--replicas", "0"], ["--settle", "1e7"]):
         with pytest.raises(SystemExit):
             build_parser().parse_args(["start-run", "--runtime-class", "runc", *argv])
