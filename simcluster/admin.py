@@ -15,6 +15,9 @@ fault injection over HTTP with these, and read a summary of the cluster::
                                              "signal": 9}
     GET    /_sim/runtime-events?since=N&node=X   sandbox/container events with ns times
     GET    /_sim/nodes/{node}/meminfo       the node's simulated /proc/meminfo
+    GET    /_sim/requests?user=U            the API requests recorded (audit.py), U's only
+    POST   /_sim/requests                   {"enabled": true} starts recording, false stops
+    DELETE /_sim/requests                   forget what was recorded
     GET    /healthz, /livez, /readyz        "ok" (500 once a cluster task has failed)
 """
 
@@ -27,6 +30,7 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
+from .audit import RequestLog
 from .errors import BadRequest, MethodNotAllowed
 from .faults import Faults
 
@@ -36,6 +40,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 class SimControl(Protocol):
     @property
     def faults(self) -> Faults: ...
+
+    @property
+    def requests(self) -> RequestLog: ...
 
     @property
     def problem(self) -> str | None:
@@ -68,7 +75,7 @@ async def _object(request: web.Request) -> dict[str, Any]:
         return {}
     try:
         body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise BadRequest(f"the body of the request is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise BadRequest("the body must be a JSON object")
@@ -180,6 +187,24 @@ def routes(control: SimControl) -> list[web.RouteDef]:
             text=control.node_meminfo(request.match_info["node"]), content_type="text/plain"
         )
 
+    async def requests(request: web.Request) -> web.StreamResponse:
+        log = control.requests
+        if request.method == "POST":
+            enabled = (await _object(request)).get("enabled")
+            if not isinstance(enabled, bool):
+                raise BadRequest(f"enabled must be true or false, got {enabled!r}")
+            if enabled:
+                log.enable()
+            else:
+                log.disable()
+        elif request.method == "DELETE":
+            log.clear()
+        elif request.method not in ("GET", "HEAD"):
+            raise MethodNotAllowed(
+                "the server does not allow this method on the requested resource"
+            )
+        return _json(log.summary(request.query.get("user") or None))
+
     table: list[tuple[str, str, Handler]] = [
         ("GET", "/healthz", health),
         ("GET", "/livez", health),
@@ -195,4 +220,5 @@ def routes(control: SimControl) -> list[web.RouteDef]:
     ]
     defs = [web.route("*", path, only(method, handler)) for method, path, handler in table]
     defs.append(web.route("*", "/_sim/faults", faults))
+    defs.append(web.route("*", "/_sim/requests", requests))
     return defs

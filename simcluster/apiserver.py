@@ -25,6 +25,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from . import discovery, tables
+from .audit import RequestLog
 from .errors import (
     ApiError,
     BadRequest,
@@ -134,6 +135,26 @@ def _int(request: web.Request, name: str) -> int | None:
     return value
 
 
+MAX_BODY_DEPTH = 100
+"""Nesting levels a request body may have. A Kubernetes object is a dozen deep; a body
+nested hundreds deep is an attack on the recursive code that validates and copies
+objects (Python's recursion limit), refused here before it gets there."""
+
+
+def _too_deep(value: Any) -> bool:
+    """Whether ``value`` nests deeper than MAX_BODY_DEPTH (iterative: no recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_BODY_DEPTH:
+            return True
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return False
+
+
 class ApiServer:
     """The resource handlers; ``build_app`` wires them into an aiohttp app."""
 
@@ -158,9 +179,14 @@ class ApiServer:
                 return None
             raise BadRequest("the body of the request was empty")
         try:
-            return json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
+            body = json.loads(raw)
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             raise BadRequest(f"the body of the request is not valid JSON: {exc}") from None
+        if _too_deep(body):
+            raise BadRequest(
+                f"the body of the request is nested deeper than {MAX_BODY_DEPTH} levels"
+            )
+        return body
 
     @staticmethod
     def _require_json(request: web.Request) -> None:
@@ -232,20 +258,22 @@ class ApiServer:
         rtype = target.rtype
         labels = parse_label_selector(request.query.get("labelSelector"))
         fields = parse_field_selector(request.query.get("fieldSelector"), rtype)
+        # A list serves the latest state whatever version it names, but a version
+        # that is not one is refused for lists too, as the real API server does.
+        raw_rv = request.query.get("resourceVersion", "")
+        if raw_rv in ("", "0"):
+            since = None
+        elif raw_rv.isascii() and raw_rv.isdigit() and len(raw_rv) <= 19:
+            since = int(raw_rv)
+        else:
+            raise BadRequest(
+                f'resourceVersion: Invalid value: "{raw_rv[:64]}": must be a non-negative integer'
+            )
         if not _bool(request, "watch"):
             self.registry.allow(rtype, "list")
             body = self.registry.list(rtype, target.namespace, labels, fields)
             return self._answer(request, rtype.kind, body)
         self.registry.allow(rtype, "watch")
-        raw_rv = request.query.get("resourceVersion", "")
-        if raw_rv in ("", "0"):
-            since = None
-        elif raw_rv.isdigit():
-            since = int(raw_rv)
-        else:
-            raise BadRequest(
-                f'resourceVersion: Invalid value: "{raw_rv}": must be a non-negative integer'
-            )
         timeout = _int(request, "timeoutSeconds")
         if timeout is None:
             timeout_s = self.settings.watch_timeout * (1 + self._jitter.random())
@@ -379,12 +407,17 @@ class ApiServer:
 
 
 def build_app(
-    api: ApiServer, faults: Faults, admin_routes: list[web.RouteDef], settings: SimSettings
+    api: ApiServer,
+    faults: Faults,
+    admin_routes: list[web.RouteDef],
+    settings: SimSettings,
+    requests: RequestLog | None = None,
 ) -> web.Application:
-    app = web.Application(
-        client_max_size=settings.max_body_bytes,
-        middlewares=[error_middleware, fault_middleware(faults)],
-    )
+    middlewares: list[Middleware] = [error_middleware, fault_middleware(faults)]
+    if requests is not None:
+        # Outermost: a request that a fault or an error answers was still made (audit.py).
+        middlewares.insert(0, requests.middleware)
+    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=middlewares)
     app.add_routes(discovery.routes())
     app.add_routes(admin_routes)
     app.router.add_route("*", "/{path:.*}", api.dispatch)

@@ -35,6 +35,7 @@ from aiohttp import web
 
 from . import admin
 from .apiserver import ApiServer, build_app
+from .audit import RequestLog
 from .containerd_api import ContainerdSockets
 from .deployments import DeploymentController
 from .errors import BadRequest, ConfigError, NotFound, SimError
@@ -84,6 +85,8 @@ class SimCluster:
         self.store = Store(self.settings.history_size)
         self.registry = Registry(self.store, self.rng)
         self._faults = Faults()
+        self.requests = RequestLog()
+        """Who made which API request (audit.py): off until ``requests.enable()``."""
         self.events = RuntimeEventLog()
         self.kubelets: dict[str, Kubelet] = {}
         self.profiles: dict[str, RuntimeProfile] = {}
@@ -159,7 +162,7 @@ class SimCluster:
             self._supervise(loops), name="simcluster"
         )
         api = ApiServer(self.registry, s, self)
-        app = build_app(api, self._faults, admin.routes(self), s)
+        app = build_app(api, self._faults, admin.routes(self), s, self.requests)
         self._runner = web.AppRunner(
             app, handler_cancellation=True, access_log=None, shutdown_timeout=1.0
         )

@@ -248,7 +248,7 @@ def test_manifest_is_the_rtbench_workload() -> None:
     """The example keeps the labels existing dashboards select on and the Pi 5 settings."""
     manifest = yaml.safe_load(MANIFEST.read_text())
     labels = manifest["spec"]["template"]["metadata"]["labels"]
-    assert set(labels) == {"app", "test_id", "runtime_class", "variant"}
+    assert set(labels) == {"app", "test_id", "runtime_class", "variant", "rtbench.io/run-id"}
     assert labels["app"] == "c-http-server"
     pod = manifest["spec"]["template"]["spec"]
     assert pod["runtimeClassName"] == labels["runtime_class"] == "runc"
