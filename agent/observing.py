@@ -310,7 +310,9 @@ class NodeObserver:
 
     def on_list(self, pods: list[Obj], stamp: Stamp) -> None:
         before = set(self.tracker.pods)
-        events = self.tracker.relisted(pods, stamp)
+        # What the list newly shows of a tracked pod happened since the watcher was last
+        # in sync (it updates in_sync_at only after this returns).
+        events = self.tracker.relisted(pods, stamp, in_sync_at=self.watcher.in_sync_at)
         for event in events:
             self._outbox.put_event(event)
         # One pass over the relist's events and one sampler update for the whole list,
@@ -347,7 +349,12 @@ class NodeObserver:
         elif tracked.deleting:
             self.prober.forget(uid)
         elif tracked.target is not None:
-            self.prober.track(tracked.ref, tracked.target, tracked.first_sight.wall_ns)
+            self.prober.track(
+                tracked.ref,
+                tracked.target,
+                tracked.first_sight.wall_ns,
+                late_since_ns=tracked.late_since_ns,
+            )
             if started:
                 self.prober.hint_started(uid)
 

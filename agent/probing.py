@@ -26,7 +26,11 @@ half its width as ``uncertainty_ns``, so the app became reachable within
 status from an app still starting), what changed is the app's answer, so the
 bracket ends at the arrival of the first 2xx status line instead. When the very
 first attempt succeeds there is no failure to bound it: the bracket starts at
-the agent's first sight of the pod, ``bracket_start_source=first_sight``.
+the agent's first sight of the pod, ``bracket_start_source=first_sight``;
+unless the pod was first seen in a list (``late_since_ns``: its history went
+unwatched), when the app may have answered long before: the bracket then starts
+at the pod's creation (``before_first_sight``) and the event is marked
+``seen_late``, which keeps it out of latencies.
 When containerd reported one of the pod's containers started (``hint_started``
 with its time), the app cannot have answered before that: a bracket starting
 earlier (a sparse attempt long before the start) is cut to begin there,
@@ -61,7 +65,7 @@ from rtbench.clock import mono_ns, wall_ns
 from rtbench.v1 import events_pb2
 
 from .outbox import Outbox
-from .transitions import ProbeTarget
+from .transitions import SEEN_LATE, ProbeTarget
 
 if TYPE_CHECKING:
     from .observing import ObserveSettings
@@ -98,10 +102,18 @@ class _Attempt:
 
 
 class _Pod:
-    def __init__(self, ref: events_pb2.PodRef, target: ProbeTarget, first_sight_ns: int) -> None:
+    def __init__(
+        self,
+        ref: events_pb2.PodRef,
+        target: ProbeTarget,
+        first_sight_ns: int,
+        late_since_ns: int = 0,
+    ) -> None:
         self.ref = ref
         self.target = target
         self.first_sight_ns = first_sight_ns
+        self.late_since_ns = late_since_ns
+        """Nonzero: first seen in a list, so it may have answered before (since then)."""
         self.tracked_ns = wall_ns()
         self.responded = False
         self.interval = 0.0
@@ -177,14 +189,23 @@ class Prober:
 
     # -- what the watch tells -----------------------------------------------------------
 
-    def track(self, ref: events_pb2.PodRef, target: ProbeTarget, first_sight_ns: int) -> None:
-        """Probe this pod from now on (a known pod only gets the new target)."""
+    def track(
+        self,
+        ref: events_pb2.PodRef,
+        target: ProbeTarget,
+        first_sight_ns: int,
+        *,
+        late_since_ns: int = 0,
+    ) -> None:
+        """Probe this pod from now on (a known pod only gets the new target).
+
+        ``late_since_ns``: the pod was first seen in a list, created then (1: unknown)."""
         pod = self._pods.get(ref.uid)
         if pod is not None:
             # Pod IPs do not change in a pod's life; if one did, what was measured still holds.
             pod.target = target
             return
-        pod = _Pod(ref, target, first_sight_ns)
+        pod = _Pod(ref, target, first_sight_ns, late_since_ns)
         pod.interval = self._s.probe_first_interval_s
         self._pods[ref.uid] = pod
         self._schedule(pod, 0.0)
@@ -419,12 +440,21 @@ class Prober:
             end, end_mono = attempt.connected_ns, attempt.connected_mono_ns
             source = "connect_failure" if pod.failure_start_ns else "first_sight"
         start = pod.failure_start_ns or min(pod.first_sight_ns, end)
+        late: dict[str, str] = {}
+        if not pod.failure_start_ns and pod.late_since_ns:
+            # Answering at once after a first sight in a list says nothing about when it
+            # began to: anywhere since the pod was created.
+            if pod.late_since_ns > 1:
+                start = min(pod.late_since_ns, end)
+            source = "before_first_sight"
+            late = {SEEN_LATE: "answered at the first probe of a pod first seen in a list"}
         pod.held = _Bracket(
             start,
             end,
             end_mono,
             source,
             {
+                **late,
                 "attempts": str(pod.attempts),
                 "probe_started_ns": str(pod.tracked_ns),
                 "refused": str(pod.refused),

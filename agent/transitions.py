@@ -39,6 +39,30 @@ relist does not repeat it. failed happens once per pod for each distinct
 (a container's first OOMKilled matters; every later one is a container_exited).
 Container failures seen after deletion was requested are not failures, only exits.
 
+A pod first seen in a list (the agent started, or the pod came and went on
+while the watch was down) was not watched before: everything its first object
+shows happened earlier, at an unknown time since the pod's creation. Those
+events are stamped with the list's arrival like any other, but marked
+``seen_late`` (the reason) with ``uncertainty_ns`` reaching back to the pod's
+``creationTimestamp``, so no reader takes them for live observations: the
+collector leaves them out of latencies (a gap, not a wrong number). What later
+objects show is live again.
+
+A pod already tracked that a relist shows again (the watch was down and its
+history expired: 410) may show transitions the watch missed. They happened
+while the watch was down, after the last moment the agent's view was known
+current: the watcher's ``in_sync_at`` (the arrival of its last list, event or
+bookmark), or the pod's ``last_seen`` when no such moment is given. Those events
+are stamped with the list's arrival like any other, marked ``caught_up=relist``
+with the gap in ``gap_ns``, and ``uncertainty_ns`` reaches back over the gap:
+the transition lies in [time_ns - uncertainty_ns, time_ns]. (A watch line
+arrives a little after the write it reports, so a transition can precede that
+moment by the watch's delivery delay: milliseconds on a healthy API server.)
+Unlike ``seen_late`` these are latencies with an error bar, like the probe's
+bracket: the collector counts them with their uncertainty, because the bound is
+known and as short as the outage, while a gap would turn every watch hiccup
+into a missing pod. Live watch events carry no uncertainty.
+
 The deletion request's API time is ``deletionTimestamp`` minus
 ``deletionGracePeriodSeconds``, because the API server sets the timestamp to the
 end of the grace period, not to the moment of the request.
@@ -55,10 +79,13 @@ from typing import Any, NamedTuple
 from rtbench.v1 import events_pb2
 
 __all__ = [
+    "CAUGHT_UP",
     "FAILURE_REASONS",
+    "LATE_REASON",
     "PROBE_PATH_ANNOTATION",
     "PROBE_PORT_ANNOTATION",
     "RUN_ID_LABEL",
+    "SEEN_LATE",
     "PodTracker",
     "ProbeTarget",
     "Stamp",
@@ -127,6 +154,17 @@ class TrackedPod:
     deleting: bool = False
     emitted: set[tuple[int, str, str]] = field(default_factory=set)
     """(phase, container, key) of every event emitted for this pod."""
+    late_since_ns: int = 0
+    """For a pod first seen in a list: its creation time (its history before that list
+    went unwatched), 1 when unknown; 0 for a pod first seen live in the watch."""
+
+
+SEEN_LATE = "seen_late"
+"""Attribute marking an event whose transition happened before the agent saw the pod."""
+LATE_REASON = "first seen in a list: the transition happened before this agent watched the pod"
+CAUGHT_UP = "caught_up"
+"""Attribute marking an event a relist showed after a watch gap (value ``relist``); its
+``gap_ns`` attribute and ``uncertainty_ns`` reach back to when the agent was last in sync."""
 
 
 def parse_time_ns(value: Any) -> int:
@@ -196,10 +234,22 @@ def _condition(status: Obj, ctype: str) -> Obj | None:
 class _Emitter:
     """Collects the events one object implies, skipping those emitted before."""
 
-    def __init__(self, pod: TrackedPod, stamp: Stamp, via: str) -> None:
+    def __init__(
+        self,
+        pod: TrackedPod,
+        stamp: Stamp,
+        via: str,
+        *,
+        late_since_ns: int = 0,
+        caught_up_since: Stamp | None = None,
+    ) -> None:
         self.pod = pod
         self.stamp = stamp
         self.via = via
+        self.late_since_ns = late_since_ns
+        """Nonzero: every event is of a transition that happened before, since then."""
+        self.caught_up_since = caught_up_since
+        """Set: every event is of a transition the watch missed, since then (a relist)."""
         self.events: list[events_pb2.Event] = []
 
     def emit(
@@ -231,6 +281,16 @@ class _Emitter:
         event.attributes["via"] = self.via
         if attributes:
             event.attributes.update(attributes)
+        if self.late_since_ns:
+            event.attributes[SEEN_LATE] = LATE_REASON
+            if self.late_since_ns > 1:
+                since = max(0, self.stamp.wall_ns - self.late_since_ns)
+                event.uncertainty_ns = max(event.uncertainty_ns, since)
+        elif self.caught_up_since is not None:
+            gap = max(0, self.stamp.wall_ns - self.caught_up_since.wall_ns)
+            event.attributes[CAUGHT_UP] = "relist"
+            event.attributes["gap_ns"] = str(gap)
+            event.uncertainty_ns = max(event.uncertainty_ns, gap)
         self.events.append(event)
 
 
@@ -269,15 +329,24 @@ class PodTracker:
         self._forget(tracked, out, before)
         return out.events
 
-    def relisted(self, pods: Iterable[Obj], stamp: Stamp) -> list[events_pb2.Event]:
-        """A full list: every pod as seen, and every tracked pod not in it gone."""
+    def relisted(
+        self, pods: Iterable[Obj], stamp: Stamp, *, in_sync_at: Stamp | None = None
+    ) -> list[events_pb2.Event]:
+        """A full list: every pod as seen, and every tracked pod not in it gone.
+
+        ``in_sync_at``: when the agent's view was last known current (the watcher's last
+        list, event or bookmark); what the list newly shows of a tracked pod happened
+        since then. None: since the pod's ``last_seen``.
+        """
         events: list[events_pb2.Event] = []
         listed: set[str] = set()
         for pod in pods:
             uid = (pod.get("metadata") or {}).get("uid")
             if isinstance(uid, str):
                 listed.add(uid)
-            events.extend(self.seen(pod, stamp, via="list"))
+            observed = self._observe(pod, stamp, "list", in_sync_at)
+            if observed is not None:
+                events.extend(observed[1].events)
         for uid in [u for u in self.pods if u not in listed]:
             tracked = self.pods[uid]
             out = _Emitter(tracked, stamp, "list")
@@ -287,7 +356,9 @@ class PodTracker:
 
     # -- derivation ----------------------------------------------------------------------
 
-    def _observe(self, pod: Obj, stamp: Stamp, via: str) -> tuple[TrackedPod, _Emitter] | None:
+    def _observe(
+        self, pod: Obj, stamp: Stamp, via: str, in_sync_at: Stamp | None = None
+    ) -> tuple[TrackedPod, _Emitter] | None:
         md = pod.get("metadata") or {}
         uid = md.get("uid")
         if not isinstance(uid, str) or not uid or uid in self._gone:
@@ -296,12 +367,22 @@ class PodTracker:
             return None
         status = pod.get("status") or {}
         tracked = self.pods.get(uid)
+        late_since = 0
+        caught_up_since: Stamp | None = None
         if tracked is None:
             tracked = TrackedPod(ref=pod_ref(pod, self.node), first_sight=stamp, last_seen=stamp)
+            if via == "list":
+                late_since = max(parse_time_ns(md.get("creationTimestamp")), 1)
+                tracked.late_since_ns = late_since
             self.pods[uid] = tracked
-        elif dict(tracked.ref.labels) != (md.get("labels") or {}):
-            tracked.ref = pod_ref(pod, self.node)
-        out = _Emitter(tracked, stamp, via)
+        else:
+            if via == "list":
+                caught_up_since = in_sync_at or tracked.last_seen
+            if dict(tracked.ref.labels) != (md.get("labels") or {}):
+                tracked.ref = pod_ref(pod, self.node)
+        out = _Emitter(
+            tracked, stamp, via, late_since_ns=late_since, caught_up_since=caught_up_since
+        )
         scheduled = _condition(status, "PodScheduled") or {}
         out.emit(P.PHASE_SCHEDULED, api_ns=parse_time_ns(scheduled.get("lastTransitionTime")))
         deleting = bool(md.get("deletionTimestamp"))

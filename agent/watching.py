@@ -10,6 +10,12 @@ never be down for long. The loop follows kopf's infinite / continuous watch:
   bookmarks and a server-side timeout;
 - a watch that ends normally (server timeout) is resumed from the last
   resourceVersion seen, events and bookmarks alike;
+- ``in_sync_at`` keeps the arrival of the last list, event or bookmark: the
+  latest moment the agent's view of the pods was known current. While a relist
+  is handed over it still holds the previous one, so the tracker can bound what
+  that list shows and the watch missed (agent/transitions.py). The start of a
+  watch does not count: a real API server answers an expired resourceVersion
+  with 200 and then an ERROR event, so a watch that started proves nothing;
 - 410 Gone (an ERROR event or the response status) means the history is
   compacted: list again;
 - a lost connection, 429 or 5xx, or nothing read from the socket for
@@ -132,6 +138,9 @@ class PodWatcher:
         self.expired = 0
         self.events = 0
         self.bookmarks = 0
+        self.in_sync_at: Stamp | None = None
+        """Arrival of the last list, event or bookmark; None before the first list. During
+        ``on_list`` it is still the previous one: the start of the gap that list closes."""
 
     @property
     def resource_version(self) -> str | None:
@@ -209,6 +218,7 @@ class PodWatcher:
             raise WatchRetryable("the pod list is not a PodList")
         self.lists += 1
         self._handler.on_list(body["items"], stamp)
+        self.in_sync_at = stamp
         self._rv = str((body.get("metadata") or {}).get("resourceVersion") or "") or None
         if self._rv is None:
             raise WatchRetryable("the pod list has no resourceVersion")
@@ -268,9 +278,11 @@ class PodWatcher:
         rv = (obj.get("metadata") or {}).get("resourceVersion")
         if kind == "BOOKMARK":
             self.bookmarks += 1
+            self.in_sync_at = stamp
         elif kind in ("ADDED", "MODIFIED", "DELETED"):
             self.events += 1
             self._handler.on_event(kind, obj, stamp)
+            self.in_sync_at = stamp
         else:
             log.warning("ignoring a watch event of unknown type %r", kind)
         if rv:

@@ -9,6 +9,24 @@ written down here and nothing is estimated that the journal does not hold:
   (containerd > simulator kubelet > node-local probe > watch > rtctl > other),
   and within that source the earliest event. Without a recorded create time the
   counts and uncertainties are still given, latencies are 0.
+- Events marked ``seen_late`` (the agent first saw the pod in a list, after the
+  transition: it was restarted, say) are not latencies: a pod with only such an
+  event for a phase is left out of that phase (a gap, its reason in the event's
+  attributes in the journal), never counted at the time its agent caught up.
+- Events marked ``caught_up`` (a relist after a watch gap showed a transition
+  of a pod the agent was already watching) are latencies: stamped when the
+  relist arrived, their ``uncertainty_ns`` reaches back over the gap, so they
+  count like any other event with that bracket in the phase's uncertainties
+  (the true time is at most that much earlier). Their bound is as short as the
+  outage; a seen_late event's reaches back to the pod's creation, which is why
+  that one is a gap instead.
+- Only events that can be placed count. An unknown phase or source number
+  (enums are open: a newer agent may send one) has no place in a summary; an
+  event of the run earlier than its created time by more than its own
+  uncertainty plus ``PLACEMENT_TOLERANCE_NS`` comes from a clock that went
+  wrong (the pod cannot have been seen before its Deployment was asked for).
+  Both stay in the journal as received; they are left out here rather than
+  turned into an unknown row or a negative latency.
 - Uncertainty of an event = its own bracket (``uncertainty_ns``, e.g. the probe
   interval) + the clock uncertainty of the agent's offset at the time (the two
   error bounds add up). An unknown clock uncertainty (-1) counts as 0; the
@@ -67,7 +85,7 @@ from collector.errors import UnknownRun
 from rtbench.percentiles import nearest_rank
 from rtbench.v1 import control_pb2, events_pb2
 
-__all__ = ["SOURCE_PREFERENCE", "compute_summary", "nearest_rank"]
+__all__ = ["PLACEMENT_TOLERANCE_NS", "SOURCE_PREFERENCE", "compute_summary", "nearest_rank"]
 
 SOURCE_PREFERENCE = (
     events_pb2.SOURCE_CONTAINERD,
@@ -78,6 +96,15 @@ SOURCE_PREFERENCE = (
 )
 _RANK = {source: rank for rank, source in enumerate(SOURCE_PREFERENCE)}
 _OTHER_RANK = len(SOURCE_PREFERENCE)
+_SEEN_LATE = '"seen_late":'
+"""How the agents' ``seen_late`` attribute appears in the stored JSON attributes."""
+
+_KNOWN_PHASES = frozenset(events_pb2.Phase.values()) - {events_pb2.PHASE_UNSPECIFIED}
+_KNOWN_SOURCES = frozenset(events_pb2.Source.values())
+PLACEMENT_TOLERANCE_NS = 10**9
+"""How far before the run's created time an event may lie beyond its uncertainty and
+still count: a second covers an agent whose clock offset is not known yet (its
+uncertainty counts as 0) on a host kept in step by NTP."""
 
 _READY = events_pb2.PHASE_READY
 _FIRST_RESPONSE = events_pb2.PHASE_FIRST_RESPONSE
@@ -116,22 +143,29 @@ def compute_summary(
     if run is None:
         raise UnknownRun(run_id)
     created: int | None = run["created_ns"]
+    earliest = None if created is None else created - PLACEMENT_TOLERANCE_NS
 
     chosen: dict[str, dict[int, _Seen]] = defaultdict(dict)
     failed_by_reason: dict[str, set[str]] = defaultdict(set)
     batches: dict[str, set[int]] = defaultdict(set)
-    for uid, phase, source, at, unc, clock_unc, reason, agent_id, seq, node in conn.execute(
+    for uid, phase, source, at, unc, clock_unc, reason, agent_id, seq, node, attrs in conn.execute(
         "SELECT pod_uid, phase, source, corrected_ns, uncertainty_ns, clock_uncertainty_ns,"
-        " reason, agent_id, sequence, node FROM events WHERE run_id = ?",
+        " reason, agent_id, sequence, node, attributes FROM events WHERE run_id = ?",
         (run_id,),
     ):
+        total_unc = max(unc or 0, 0) + max(clock_unc or 0, 0)
+        if phase not in _KNOWN_PHASES or source not in _KNOWN_SOURCES:
+            continue
+        if earliest is not None and at + total_unc < earliest:
+            continue
         batches[agent_id].add(seq)
         if phase == _FAILED:
             failed_by_reason[reason or "unknown"].add(uid)
+        if attrs and _SEEN_LATE in attrs:
+            continue  # happened before its agent saw the pod: a gap, not a latency
         rank = _RANK.get(source, _OTHER_RANK)
         best = chosen[uid].get(phase)
         if best is None or rank < best.rank or (rank == best.rank and at < best.time_ns):
-            total_unc = max(unc or 0, 0) + max(clock_unc or 0, 0)
             chosen[uid][phase] = _Seen(rank, source, at, total_unc, node)
 
     summary = control_pb2.RunSummary(

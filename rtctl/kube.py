@@ -39,8 +39,11 @@ from rtbench.clock import wall_ns
 
 from .errors import ClusterError
 from .settings import ConnectionSettings
+from .workload import RUN_ID_LABEL
 
 __all__ = ["Cluster", "Timed", "kubeconfig_paths"]
+
+log = logging.getLogger(__name__)
 
 Obj = dict[str, Any]
 
@@ -48,6 +51,12 @@ WATCH_TIMEOUT_S = 30
 """Server-side timeout of one watch request; a quiet watch is renewed this often."""
 REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=60, sock_connect=10)
 """Any single non-watch request: far above a healthy API server's answer time."""
+WRITE_RETRY_S = 30.0
+"""How long the Deployment's create and delete are retried on 5xx, 429 or no answer: an
+API server restarting or shedding load recovers within seconds; a run must not fail for
+it, nor leave its Deployment behind, and 30 s still fails clearly when it is down."""
+RETRY_PAUSE_MAX_S = 2.0
+"""Longest pause between two attempts of a retried request."""
 
 
 @dataclass(frozen=True)
@@ -187,28 +196,66 @@ class Cluster:
     # -- plumbing -------------------------------------------------------------------------
 
     async def _call(
-        self, what: str, method: Callable[..., Any], *args: Any, ok: tuple[int, ...] = (), **kw: Any
+        self,
+        what: str,
+        method: Callable[..., Any],
+        *args: Any,
+        ok: tuple[int, ...] = (),
+        retry_s: float = 0.0,
+        **kw: Any,
     ) -> tuple[int, Any]:
         """(status, decoded JSON body) of one request; statuses in ``ok`` besides 2xx are
-        returned, every other one raises ClusterError naming ``what``."""
-        try:
-            response = await method(
-                *args, _preload_content=False, _request_timeout=REQUEST_TIMEOUT, **kw
-            )
+        returned, every other one raises ClusterError naming ``what``.
+
+        ``retry_s``: for that long, a request that got no answer or a 5xx/429 is sent
+        again after a growing pause (0.2 s doubling up to 2 s, or the server's
+        Retry-After up to that), so that an API server restarting or shedding load for
+        a few seconds does not fail the run; the error says how long it was retried."""
+        deadline = asyncio.get_running_loop().time() + retry_s
+        for attempt in itertools.count():
             try:
-                raw = await response.read()
-            finally:
-                response.release()
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise ClusterError(
-                f"Kubernetes API at {self.host} did not answer {what}: {_connect_reason(exc)}"
-            ) from exc
-        if not 200 <= response.status <= 299 and response.status not in ok:
-            raise ClusterError(f"Kubernetes API refused {what}: {response.status} {_message(raw)}")
+                status, raw, retry_after = await self._once(method, *args, **kw)
+            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                problem = f"Kubernetes API at {self.host} did not answer {what}: "
+                problem += _connect_reason(exc)
+                cause: BaseException | None = exc
+                status, raw, retry_after = 0, b"", None
+            else:
+                if 200 <= status <= 299 or status in ok:
+                    break
+                problem = f"Kubernetes API refused {what}: {status} {_message(raw)}"
+                cause = None
+            pause = min(0.2 * 2**attempt, RETRY_PAUSE_MAX_S)
+            if retry_after is not None:
+                pause = min(max(retry_after, pause), RETRY_PAUSE_MAX_S)
+            retryable = status == 0 or status >= 500 or status == 429
+            if not retryable or asyncio.get_running_loop().time() + pause > deadline:
+                if attempt:
+                    problem += f" (retried for {retry_s:g} s)"
+                raise ClusterError(problem) from cause
+            log.info("%s; retrying in %.1f s", problem, pause)
+            await asyncio.sleep(pause)
         try:
-            return response.status, json.loads(raw) if raw else {}
+            return status, json.loads(raw) if raw else {}
         except ValueError as exc:
             raise ClusterError(f"Kubernetes API answered {what} with no JSON") from exc
+
+    async def _once(
+        self, method: Callable[..., Any], *args: Any, **kw: Any
+    ) -> tuple[int, bytes, float | None]:
+        """One request: (status, body, Retry-After seconds or None)."""
+        response = await method(
+            *args, _preload_content=False, _request_timeout=REQUEST_TIMEOUT, **kw
+        )
+        try:
+            raw = await response.read()
+        finally:
+            response.release()
+        try:
+            retry_after: float | None = float(response.headers.get("Retry-After", ""))
+        except ValueError:
+            retry_after = None
+        return int(response.status), raw, retry_after
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -274,17 +321,44 @@ class Cluster:
     # -- the workload ---------------------------------------------------------------------
 
     async def create_deployment(self, deployment: Mapping[str, Any]) -> Timed:
-        """Create the Deployment; wall times just before the request and after the answer."""
+        """Create the Deployment; wall times just before the request and after the answer.
+
+        Retried on 5xx/429/no answer for ``WRITE_RETRY_S``. The times are those of the
+        attempt that created it, so the retries' pauses do not count as start-up time. A
+        retry answered 409 means an earlier attempt was applied though its answer was
+        lost: when the Deployment by that name carries this run's id it is ours, created
+        somewhere between the first attempt's send and now (the times returned)."""
         md = deployment["metadata"]
         what = f"create deployment {md['namespace']}/{md['name']}"
-        sent = wall_ns()
-        await self._call(
-            what, self.apps.create_namespaced_deployment, md["namespace"], dict(deployment)
+        first_sent = sent = 0
+        attempts = 0
+
+        def create(*args: Any, **kw: Any) -> Any:
+            nonlocal attempts, first_sent, sent
+            attempts += 1
+            sent = wall_ns()
+            first_sent = first_sent or sent
+            return self.apps.create_namespaced_deployment(*args, **kw)
+
+        status, _ = await self._call(
+            what, create, md["namespace"], dict(deployment), ok=(409,), retry_s=WRITE_RETRY_S
         )
+        if status == 409:
+            existing = await self.deployment(md["namespace"], md["name"]) if attempts > 1 else None
+            mine = str((md.get("labels") or {}).get(RUN_ID_LABEL, ""))
+            theirs = str((((existing or {}).get("metadata") or {}).get("labels") or {}).get(
+                RUN_ID_LABEL, ""
+            ))  # fmt: skip
+            if existing is None or not mine or theirs != mine:
+                raise ClusterError(
+                    f"Kubernetes API refused {what}: 409 deployment {md['name']} already exists"
+                )
+            sent = first_sent
         return Timed(sent, wall_ns())
 
     async def delete_deployment(self, namespace: str, name: str) -> Timed | None:
-        """Delete the Deployment (its pods go in the background); None when it was gone."""
+        """Delete the Deployment (its pods go in the background); None when it was gone.
+        Retried on 5xx/429/no answer for ``WRITE_RETRY_S``, so it is not left behind."""
         sent = wall_ns()
         status, _ = await self._call(
             f"delete deployment {namespace}/{name}",
@@ -293,9 +367,31 @@ class Cluster:
             namespace,
             propagation_policy="Background",
             ok=(404,),
+            retry_s=WRITE_RETRY_S,
         )
         received = wall_ns()
         return None if status == 404 else Timed(sent, received)
+
+    async def delete_pod(self, namespace: str, name: str) -> None:
+        """Delete one pod (gracefully); nothing when it was gone."""
+        await self._call(
+            f"delete pod {namespace}/{name}",
+            self.core.delete_namespaced_pod,
+            name,
+            namespace,
+            ok=(404,),
+            retry_s=WRITE_RETRY_S,
+        )
+
+    async def deployments(self, namespace: str, label_selector: str) -> list[Obj]:
+        """The Deployments in ``namespace`` matching ``label_selector``."""
+        _, body = await self._call(
+            f"list deployments -l {label_selector} in {namespace}",
+            self.apps.list_namespaced_deployment,
+            namespace,
+            label_selector=label_selector,
+        )
+        return list(body.get("items") or [])
 
     async def wait_pods_gone(
         self, namespace: str, label_selector: str, on_remaining: Callable[[int], None]

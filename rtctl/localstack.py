@@ -30,10 +30,12 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import dataclasses
 import json
 import logging
 import re
 import shutil
+import signal
 import tempfile
 import threading
 import time
@@ -45,6 +47,7 @@ from types import TracebackType
 
 import grpc
 
+from rtbench.grpcsecurity import read_token_file
 from rtbench.influxd import InfluxdError, LocalInfluxd
 from rtbench.v1 import control_pb2, control_pb2_grpc
 from rtctl.localprocs import StackError, StackProcess, child_pids, reap, spawn, stop_group, supports
@@ -105,6 +108,11 @@ class StackSettings:
     """Extra ``collector serve`` flags."""
     agent_args: tuple[str, ...] = ()
     """Extra ``agent run`` flags, given to every agent."""
+    control: ConnectionSettings | None = None
+    """How the stack's own control calls and ``rtctl_env()``/``connection()`` reach a collector
+    given a control token or TLS in ``collector_args``: its token and TLS fields are used, its
+    collector and kubeconfig are replaced by the stack's. None: plaintext without a token,
+    which is how the stack's collector runs unless told otherwise."""
 
 
 class LocalStack:
@@ -154,15 +162,27 @@ class LocalStack:
         return self._ctd_dir
 
     def rtctl_env(self) -> dict[str, str]:
-        """The environment that points ``rtctl`` at this stack."""
-        return {
+        """The environment that points ``rtctl`` at this stack (with ``settings.control``'s
+        token and TLS files, when given)."""
+        env = {
             "RTBENCH_RTCTL_COLLECTOR": self.collector_address,
             "RTBENCH_RTCTL_KUBECONFIG": str(self.kubeconfig),
         }
+        control = self.settings.control
+        if control is not None:
+            for name in ("token", "token_file", "tls_ca", "tls_cert", "tls_key", "tls_server_name"):
+                value = getattr(control, name)
+                if value is not None:
+                    env[f"RTBENCH_RTCTL_{name.upper()}"] = str(value)
+        return env
 
     def connection(self) -> ConnectionSettings:
         """The same connection for rtctl code running in this process (the demo)."""
-        return ConnectionSettings(collector=self.collector_address, kubeconfig=self.kubeconfig)
+        if self.settings.control is None:
+            return ConnectionSettings(collector=self.collector_address, kubeconfig=self.kubeconfig)
+        return dataclasses.replace(
+            self.settings.control, collector=self.collector_address, kubeconfig=self.kubeconfig
+        )
 
     def check(self) -> None:
         """Raise StackError when a stack process has exited on its own."""
@@ -297,7 +317,8 @@ class LocalStack:
     def _wait_agents(self) -> None:
         deadline = time.monotonic() + self.settings.start_timeout
         waiting = set(self.nodes)
-        with grpc.insecure_channel(self.collector_address) as channel:
+        channel, metadata = self._control_channel()
+        with channel:
             stub = control_pb2_grpc.ControlServiceStub(channel)
             shown: set[str] = set()
             while True:
@@ -305,7 +326,9 @@ class LocalStack:
                     if proc.popen.poll() is not None:
                         raise proc.failure(f"exited with {proc.popen.returncode} while starting")
                 try:
-                    agents = stub.ListAgents(control_pb2.ListAgentsRequest(), timeout=10).agents
+                    agents = stub.ListAgents(
+                        control_pb2.ListAgentsRequest(), timeout=10, metadata=metadata
+                    ).agents
                 except grpc.RpcError as exc:
                     raise StackError(f"collector ListAgents failed: {exc.details()}") from exc
                 ready = {a.node for a in agents if a.connected and a.clock.samples > 0}
@@ -328,6 +351,81 @@ class LocalStack:
                         f"{self.settings.start_timeout:.0f} s"
                     )
                 time.sleep(0.1)
+
+    def _control_channel(self) -> tuple[grpc.Channel, tuple[tuple[str, str], ...]]:
+        """A blocking channel to the collector and the call metadata, per ``settings.control``."""
+        control = self.settings.control
+        if control is None:
+            return grpc.insecure_channel(self.collector_address), ()
+        token = control.token
+        try:
+            if control.token_file is not None:
+                token = read_token_file(control.token_file)
+            credentials = None
+            if control.tls_ca is not None:
+                key = cert = None
+                if control.tls_key is not None and control.tls_cert is not None:
+                    key, cert = control.tls_key.read_bytes(), control.tls_cert.read_bytes()
+                credentials = grpc.ssl_channel_credentials(control.tls_ca.read_bytes(), key, cert)
+        except (OSError, ValueError) as exc:
+            raise StackError(f"control connection settings: {exc}") from exc
+        metadata = () if token is None else (("authorization", f"Bearer {token}"),)
+        if credentials is None:
+            return grpc.insecure_channel(self.collector_address), metadata
+        options = []
+        if control.tls_server_name is not None:
+            options.append(("grpc.ssl_target_name_override", control.tls_server_name))
+        return grpc.secure_channel(self.collector_address, credentials, options), metadata
+
+    # -- one process at a time, for fault tests -------------------------------------------
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        """Send ``sig`` to the stack process ``name`` (``collector``, ``agent-NODE``,
+        ``rtbench-sim``) and, unless it is SIGSTOP/SIGCONT, wait until it has exited.
+        ``influxd`` stops the private InfluxDB (its port and data stay for ``restart``)."""
+        if name == "influxd":
+            if self._influxd is None:
+                raise StackError("no private influxd in this stack (start_influxd=False)")
+            self._influxd.stop(timeout=self.settings.stop_grace)
+            return
+        proc = self._process(name)
+        proc.popen.send_signal(sig)
+        if sig not in (signal.SIGSTOP, signal.SIGCONT):
+            proc.popen.wait(self.settings.stop_grace)
+
+    def restart(self, name: str) -> None:
+        """Start the stack process ``name`` again with the arguments it had (a collector on
+        the address it listened on), after it exited; returns once it is usable again: the
+        collector's ready line, an agent connected with a clock estimate, influxd's ping."""
+        if name == "influxd":
+            if self._influxd is None:
+                raise StackError("no private influxd in this stack (start_influxd=False)")
+            try:
+                self._influxd.start(timeout=self.settings.start_timeout)
+            except InfluxdError as exc:
+                raise StackError(f"InfluxDB: {exc}") from exc
+            return
+        old = self._process(name)
+        if old.popen.poll() is None:
+            raise StackError(f"{name} is still running (pid {old.popen.pid}): kill it first")
+        args = old.argv[1:]
+        if name == "collector":
+            # Port 0 picked a free port the first time; the agents dial that one.
+            args = [self.collector_address if a == "127.0.0.1:0" else a for a in args]
+        proc = spawn(name, Path(old.argv[0]).name, args, self.settings.root / "logs")
+        self._processes[self._processes.index(old)] = proc
+        self.pids[name] = proc.popen.pid
+        if name == "collector":
+            self._wait_line(proc, COLLECTOR_READY)
+        elif name.startswith("agent-"):
+            self._wait_agents()
+
+    def _process(self, name: str) -> StackProcess:
+        for proc in self._processes:
+            if proc.name == name:
+                return proc
+        names = ", ".join(p.name for p in self._processes) or "none"
+        raise StackError(f"no stack process named {name!r} (running: {names})")
 
     # -- stop ------------------------------------------------------------------------
 

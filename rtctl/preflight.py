@@ -12,7 +12,10 @@ listing every problem, so a user fixes them in one go, not one per attempt:
   pods already there) against the replicas; refused above, warned above 90 %;
 - an agent is connected for every schedulable node, with a clock estimate;
 - no pods of an earlier run (``app=c-http-server`` or any ``rtbench.io/run-id``)
-  are left in the namespace.
+  are left in the namespace. An rtctl killed mid-run leaves its Deployment, its
+  pods and a run still RUNNING in the collector: ``find_leftovers`` names them and
+  ``clean_leftovers`` (``start-run --clean-leftovers``) deletes the Deployments and
+  any unowned pods, waits until the pods are gone and marks those runs ABORTED.
 
 Schedulable means what the scheduler would accept for the workload's pods:
 Ready, not cordoned, labels matching the pod's node selector
@@ -27,8 +30,9 @@ that runs never be compared across environments without saying so.
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -37,7 +41,7 @@ from rtbench import __version__
 from rtbench.v1 import control_pb2
 
 from .control import Collector
-from .errors import PreflightError
+from .errors import ClusterError, PreflightError
 from .kube import Cluster
 from .startrun import RunRequest
 from .workload import (
@@ -49,7 +53,20 @@ from .workload import (
     TOLERATIONS,
 )
 
-__all__ = ["NEAR_FULL", "PreflightReport", "pod_placement", "preflight", "tolerates", "usable_node"]
+__all__ = [
+    "CLEAN_FLAG",
+    "NEAR_FULL",
+    "Leftovers",
+    "PreflightReport",
+    "clean_leftovers",
+    "find_leftovers",
+    "pod_placement",
+    "preflight",
+    "tolerates",
+    "usable_node",
+]
+
+CLEAN_FLAG = "--clean-leftovers"
 
 NEAR_FULL = 0.9
 """Above this share of the free pod slots a run is warned about: a node that is nearly
@@ -264,8 +281,9 @@ async def preflight(request: RunRequest, collector: Collector, cluster: Cluster)
         shown = ", ".join(sorted(leftover)[:5]) + (" ..." if len(leftover) > 5 else "")
         problems.append(
             f"{len(leftover)} pod(s) of an earlier run left in namespace {request.namespace}: "
-            f"{shown}; clean up with `kubectl -n {request.namespace} delete deployment,pod "
-            f"-l {selector_app}` (and -l {RUN_ID_LABEL})"
+            f"{shown}; run again with `start-run {CLEAN_FLAG}` to delete them (and mark "
+            f"their run aborted), or clean up with `kubectl -n {request.namespace} delete "
+            f"deployment,pod -l {selector_app}` (and -l {RUN_ID_LABEL})"
         )
     if problems:
         raise PreflightError(problems, warnings)
@@ -276,3 +294,93 @@ async def preflight(request: RunRequest, collector: Collector, cluster: Cluster)
         notes=tuple(notes),
         environment=MappingProxyType(_environment(version, nodes, agents, names)),
     )
+
+
+# -- leftovers of an earlier run ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Leftovers:
+    """What an earlier run left in a namespace (by ``app=c-http-server`` or any run id)."""
+
+    namespace: str
+    deployments: tuple[str, ...]
+    pods: tuple[str, ...]
+    unowned_pods: tuple[str, ...]
+    """Pods no controller owns: deleting the Deployments would not remove them."""
+    run_ids: tuple[str, ...]
+
+    def __bool__(self) -> bool:
+        return bool(self.deployments or self.pods)
+
+    def describe(self) -> str:
+        runs = ", ".join(self.run_ids) or "no run id"
+        return (
+            f"{len(self.deployments)} Deployment(s) and {len(self.pods)} pod(s) of an earlier "
+            f"run in namespace {self.namespace} (run {runs})"
+        )
+
+
+def _run_ids(objects: list[dict[str, Any]]) -> set[str]:
+    return {
+        str(labels[RUN_ID_LABEL])
+        for o in objects
+        if RUN_ID_LABEL in (labels := (o.get("metadata") or {}).get("labels") or {})
+    }
+
+
+async def find_leftovers(cluster: Cluster, namespace: str) -> Leftovers:
+    """The earlier runs' Deployments and pods in ``namespace``."""
+    by_name: dict[str, dict[str, Any]] = {}
+    pods: dict[str, dict[str, Any]] = {}
+    for selector in (f"{APP_LABEL}={APP}", RUN_ID_LABEL):
+        for deployment in await cluster.deployments(namespace, selector):
+            by_name[str(deployment["metadata"]["name"])] = deployment
+        for pod in await cluster.pods(namespace, selector):
+            pods[str(pod["metadata"]["name"])] = pod
+    unowned = [n for n, p in pods.items() if not (p.get("metadata") or {}).get("ownerReferences")]
+    return Leftovers(
+        namespace=namespace,
+        deployments=tuple(sorted(by_name)),
+        pods=tuple(sorted(pods)),
+        unowned_pods=tuple(sorted(unowned)),
+        run_ids=tuple(sorted(_run_ids([*by_name.values(), *pods.values()]))),
+    )
+
+
+async def clean_leftovers(
+    cluster: Cluster,
+    collector: Collector,
+    leftovers: Leftovers,
+    *,
+    within: float,
+    note: Callable[[str], None] = lambda text: None,
+) -> None:
+    """Delete ``leftovers`` (Deployments, then unowned pods), wait up to ``within`` seconds
+    until no pod of theirs is left, and finish their runs that are still going as ABORTED.
+    Raises ClusterError (pods still there) or CollectorError."""
+    namespace = leftovers.namespace
+    for name in leftovers.deployments:
+        await cluster.delete_deployment(namespace, name)
+        note(f"deleted leftover Deployment {namespace}/{name}")
+    for name in leftovers.unowned_pods:
+        await cluster.delete_pod(namespace, name)
+        note(f"deleted leftover pod {namespace}/{name}")
+    try:
+        async with asyncio.timeout(within):
+            for selector in (f"{APP_LABEL}={APP}", RUN_ID_LABEL):
+                await cluster.wait_pods_gone(namespace, selector, lambda left: None)
+    except TimeoutError:
+        raise ClusterError(
+            f"leftover pods in namespace {namespace} still present {within:g} s after their "
+            f"Deployments were deleted (kubectl -n {namespace} get pods -l {RUN_ID_LABEL})"
+        ) from None
+    going = (control_pb2.RUN_STATE_REGISTERED, control_pb2.RUN_STATE_RUNNING)
+    for info in await collector.runs():
+        if info.spec.run_id in leftovers.run_ids and info.state in going:
+            await collector.finish_run(
+                info.spec.run_id,
+                control_pb2.RUN_STATE_ABORTED,
+                "abandoned: its Deployment was left behind and deleted by start-run " + CLEAN_FLAG,
+            )
+            note(f"run {info.spec.run_id} marked aborted")

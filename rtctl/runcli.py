@@ -7,6 +7,12 @@ json``, as one JSON object with per-pod phase times for scripts. Exit 0 when
 the run succeeded, 1 when it failed or timed out (the summary is still
 printed), 130 when interrupted (cleaned up, run marked aborted).
 
+Leftovers of an earlier run (an rtctl killed mid-run leaves its Deployment)
+make preflight refuse the run (exit 2, naming ``--clean-leftovers``). With
+that flag, or when the user answers yes to the question asked on a terminal
+(default no), they are deleted first, their pods awaited and their run marked
+aborted; then the run goes ahead.
+
 ``runs`` and ``agents`` list what the collector knows: registered runs with
 their state, and the agents with their clock offsets and when they were last
 heard from. Both take ``--format json``.
@@ -33,7 +39,7 @@ from .control import Collector
 from .display import display_for
 from .errors import UsageError
 from .kube import Cluster
-from .preflight import preflight
+from .preflight import CLEAN_FLAG, clean_leftovers, find_leftovers, preflight
 from .settings import add_connection_options, connection_settings
 from .startrun import RunRequest, execute_run
 from .summarytable import format_ns, state_name, summary_dict, summary_table
@@ -112,6 +118,15 @@ def add_parser(subparsers: Any) -> None:
     )
     start.add_argument("--run-id", help="run id (default: <runtime class>-<12 hex>)")
     start.add_argument(
+        CLEAN_FLAG,
+        action="store_true",
+        help=(
+            "delete an earlier run's Deployments and pods left in the namespace (e.g. by an "
+            "rtctl that was killed), wait for them to go, mark that run aborted, then run "
+            "(without it, leftovers refuse the run; on a terminal rtctl asks, default no)"
+        ),
+    )
+    start.add_argument(
         "--format", choices=FORMATS, default="text", help="summary output (default: text)"
     )
     add_connection_options(start)
@@ -180,6 +195,15 @@ async def start_run(args: argparse.Namespace) -> int:
             if cluster.kubeconfig_note:
                 display.note(cluster.kubeconfig_note)
             display.stage("preflight")
+            # An API server that does not answer is named by its first request, as in
+            # preflight: GET /version, not the leftovers' list.
+            await cluster.version()
+            leftovers = await find_leftovers(cluster, request.namespace)
+            if leftovers and (args.clean_leftovers or _confirm(leftovers.describe())):
+                display.stage(f"cleaning up {leftovers.describe()}")
+                await clean_leftovers(
+                    cluster, collector, leftovers, within=request.timeout_s, note=display.note
+                )
             report = await preflight(request, collector, cluster)
             for note in report.notes:
                 display.note(note)
@@ -216,6 +240,19 @@ async def start_run(args: argparse.Namespace) -> int:
     state = state_name(outcome.state).upper().replace("_", " ")
     print(f"rtctl: run {outcome.run_id} {state}: {outcome.message}", file=sys.stderr)
     return 1
+
+
+def _confirm(what: str) -> bool:
+    """Ask on a terminal whether to clean up ``what``; no terminal or no answer is no."""
+    if not (sys.stdin.isatty() and sys.stderr.isatty()):
+        return False
+    sys.stderr.write(f"{what}. Delete them and mark that run aborted? [y/N] ")
+    sys.stderr.flush()
+    try:
+        answer = sys.stdin.readline()
+    except (OSError, KeyboardInterrupt):
+        return False
+    return answer.strip().lower() in ("y", "yes")
 
 
 # -- runs and agents --------------------------------------------------------------------

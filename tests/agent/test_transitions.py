@@ -5,7 +5,9 @@ pods at each step of a start, a crash loop and a deletion. What is checked:
 which events each object implies and with which API timestamps; that repeats,
 relists and late events never duplicate a transition and that skipped
 intermediate objects lose none that the later objects still show (a property
-test over random replays); probe targets from annotations and ports.
+test over random replays); that what a relist newly shows of a watched pod is
+bounded back over the watch gap (``caught_up``) while watch events stay exact;
+probe targets from annotations and ports.
 """
 
 from __future__ import annotations
@@ -18,9 +20,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.transitions import (
+    CAUGHT_UP,
     PROBE_PATH_ANNOTATION,
     PROBE_PORT_ANNOTATION,
     RUN_ID_LABEL,
+    SEEN_LATE,
     PodTracker,
     ProbeTarget,
     Stamp,
@@ -278,6 +282,42 @@ def test_relists_emit_only_what_is_new_and_declare_the_missing_gone() -> None:
     assert sorted(tracker.pods) == ["a", "c"]
 
 
+def test_what_a_relist_newly_shows_of_a_watched_pod_is_bounded_by_the_watch_gap() -> None:
+    tracker = PodTracker(NODE)
+    live = tracker.seen(running(pending("a")), stamp(1))
+    assert {e.uncertainty_ns for e in live} == {0}
+    assert not any(CAUGHT_UP in e.attributes for e in live)
+    # The watch was last in sync at stamp 20; the relist arrives at stamp 50.
+    listed = [deleting(running(pending("a"), ready=True)), running(pending("b"))]
+    events = tracker.relisted(listed, stamp(50), in_sync_at=stamp(20))
+    caught_up = [e for e in events if e.pod.uid == "a"]
+    assert phases(caught_up) == ["READY", "DELETION_REQUESTED"]
+    for event in caught_up:
+        assert event.time_ns == stamp(50).wall_ns  # stamped on arrival, bounded back to 20
+        assert event.uncertainty_ns == 30
+        assert event.attributes[CAUGHT_UP] == "relist" and event.attributes["gap_ns"] == "30"
+        assert SEEN_LATE not in event.attributes
+    assert caught_up[0].api_time_ns == parse_time_ns(ts(3))  # the API's own time is kept
+    # b was first seen in this list: seen_late (bounded by its creation), not caught up.
+    first_seen = [e for e in events if e.pod.uid == "b"]
+    assert first_seen and all(
+        SEEN_LATE in e.attributes and CAUGHT_UP not in e.attributes for e in first_seen
+    )
+    # Back on the watch: live again.
+    after = tracker.seen(terminated(running(pending("b")), "Error", 1), stamp(60))
+    assert after and all(e.uncertainty_ns == 0 and CAUGHT_UP not in e.attributes for e in after)
+
+
+def test_without_the_watchers_sync_time_the_bound_reaches_back_to_the_pods_last_sight() -> None:
+    tracker = PodTracker(NODE)
+    tracker.seen(pending("a"), stamp(1))
+    tracker.seen(with_ip(pending("a")), stamp(5))
+    events = tracker.relisted([running(pending("a"), ready=True)], stamp(9))
+    assert phases(events) == ["CONTAINER_STARTED", "RUNNING", "READY"]
+    assert {(e.uncertainty_ns, e.attributes["gap_ns"]) for e in events} == {(4, "4")}
+    assert tracker.relisted([running(pending("a"), ready=True)], stamp(12)) == []
+
+
 def test_a_pod_deleted_at_once_still_shows_its_deletion() -> None:
     tracker = PodTracker(NODE)
     tracker.seen(running(pending()), stamp(1))
@@ -372,6 +412,9 @@ def test_any_replay_gives_each_transition_once(
         events += tracker.deleted(TIMELINE[-1], stamp(99))
     counts = Counter(phases(events))
     assert all(count == 1 for count in counts.values()), counts
+    for event in events:  # a list's events are marked (late or caught up), the watch's not
+        marks = (CAUGHT_UP in event.attributes) + (SEEN_LATE in event.attributes)
+        assert marks == (event.attributes["via"] == "list"), event
     expected = {
         p for p in MONOTONE if p in set(phases(PodTracker(NODE).seen(TIMELINE[order[-1]], stamp())))
     }

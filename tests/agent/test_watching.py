@@ -3,8 +3,10 @@
 A 50-pod run with one NodeObserver per node: every transition arrives exactly
 once, from the pod's own node, and every probe bracket contains the listen time
 the workload logged. Dropped watches and an expired history (410) in the middle
-of a run, 503s from the API and a hung watch lose and repeat nothing; a refused
-watch ends ``run()`` with ``WatchRefused``. Node facts come from /proc and the
+of a run, 503s from the API and a hung watch lose and repeat nothing; pods that
+become ready while the watch is down and its history expires are caught up by the
+relist with an uncertainty covering the gap, while live events stay exact; a
+refused watch ends ``run()`` with ``WatchRefused``. Node facts come from /proc and the
 Node object. Settings are checked without I/O.
 """
 
@@ -22,7 +24,9 @@ from kubernetes_asyncio import client as k8s
 from agent.errors import ConfigError
 from agent.observing import NodeObserver, ObserveConfigError, ObserveSettings
 from agent.outbox import RecordingOutbox
+from agent.transitions import CAUGHT_UP, parse_time_ns
 from agent.watching import WatchRefused
+from rtbench.clock import wall_ns
 from rtbench.v1 import events_pb2
 from simcluster.cluster import SimCluster
 
@@ -47,6 +51,13 @@ STARTUP = (
 )
 TEARDOWN = (P.PHASE_DELETION_REQUESTED, P.PHASE_GONE)
 LISTENING = re.compile(r"epoch_ms=(\d+)\.(\d{3})")
+S = 1_000_000_000
+READY_DELAY_S = 6
+"""The readiness probe's initial delay in the gap test: long enough that no pod is ready
+before the test has cut the watch, even on a loaded machine."""
+SYNC_SLACK_NS = 2 * S
+"""How long before the cut the watch may have been last in sync: the simulated cluster
+bookmarks every 0.3 s, the rest covers a loaded event loop."""
 
 
 def phase_counts(observers: list[RunningObserver]) -> dict[str, Counter[int]]:
@@ -188,6 +199,80 @@ async def test_dropped_watches_and_expired_history_lose_nothing(
         # A drop while an observer backs off finds no watch to cut, so not every fault counts.
         assert watcher.expired >= 1 and watcher.lists >= 2, vars(watcher)
         assert watcher.reconnects >= 3, vars(watcher)
+
+
+def api_ready(sim: SimCluster, names: list[str]) -> dict[str, int] | None:
+    """name -> the API's Ready lastTransitionTime (whole seconds) once all are ready."""
+    ready: dict[str, int] = {}
+    for name in names:
+        pod = sim.store.peek("Pod", "default", name) or {}
+        for condition in (pod.get("status") or {}).get("conditions") or []:
+            if condition.get("type") == "Ready" and condition.get("status") == "True":
+                ready[name] = parse_time_ns(condition.get("lastTransitionTime"))
+    return ready if len(ready) == len(names) else None
+
+
+async def test_a_relist_after_a_watch_gap_bounds_what_the_watch_missed(
+    sim: SimCluster, api: k8s.ApiClient, observe: Observe, wait_for: WaitFor
+) -> None:
+    observers = [observe(node, reconnect_max_s=0.4) for node in NODES]
+    await wait_for(lambda: all(o.observer.watcher.watches for o in observers), what="watches")
+    deployment = workload_deployment("gap", 4)
+    deployment["spec"]["template"]["spec"]["containers"][0]["readinessProbe"] = {
+        "httpGet": {"path": "/", "port": 8080},
+        "initialDelaySeconds": READY_DELAY_S,
+        "periodSeconds": 1,
+    }
+    apps = k8s.AppsV1Api(api)
+    await apps.create_namespaced_deployment("default", as_body(deployment))
+    started = (P.PHASE_SCHEDULED, P.PHASE_CONTAINER_STARTED, P.PHASE_RUNNING)
+    await wait_for(lambda: all_reached(observers, started, 4), within=120, what="4 pods running")
+    pods = await current_pods(api, "gap")
+    uids = {p.metadata.uid for p in pods}
+
+    # Cut the watch and keep it down (503) until every pod is ready, then expire the
+    # history so that the agents must relist to learn it.
+    reconnects = [o.observer.watcher.reconnects for o in observers]
+    before_cut = wall_ns()
+    sim.faults.inject_errors(503, 300, path_prefix="/api/v1/pods")
+    sim.drop_watches()
+    await wait_for(
+        lambda: all(
+            o.observer.watcher.reconnects > n for o, n in zip(observers, reconnects, strict=True)
+        ),
+        what="both watches down",
+    )
+    down = wall_ns()  # every line the cut watches delivered has been read by now
+    assert not any(e.phase == P.PHASE_READY for o in observers for e in o.outbox.events)
+    names = [p.metadata.name for p in pods]
+    api_times = await wait_for(lambda: api_ready(sim, names), within=120, what="4 pods ready")
+    sim.expire_history()
+    sim.faults.clear()
+    await wait_for(
+        lambda: all_reached(observers, (P.PHASE_READY,), 4), within=120, what="4 ready events"
+    )
+    assert all(o.observer.watcher.expired >= 1 for o in observers)
+
+    by_name = {p.metadata.uid: p.metadata.name for p in pods}
+    for one in observers:
+        for event in (e for e in one.outbox.events if e.phase == P.PHASE_READY):
+            unc = event.uncertainty_ns
+            assert event.attributes[CAUGHT_UP] == "relist" and event.attributes["via"] == "list"
+            assert event.attributes["gap_ns"] == str(unc)
+            # The watch was surely down from `down` on, and in sync shortly before the cut.
+            assert event.time_ns - down <= unc <= event.time_ns - before_cut + SYNC_SLACK_NS
+            # The bracket holds the API's own ready time (whole seconds: up to 1 s early).
+            api_ns = api_times[by_name[event.pod.uid]]
+            assert api_ns == event.api_time_ns
+            assert event.time_ns - unc < api_ns + S and api_ns <= event.time_ns
+
+    await apps.delete_namespaced_deployment("gap", "default")
+    await wait_for(lambda: all_reached(observers, TEARDOWN, 4), within=120, what="4 pods gone")
+    assert_exactly_once(observers, uids, (*started, P.PHASE_READY, *TEARDOWN))
+    for one in observers:
+        for event in one.outbox.events:  # live watch events: exact, not caught up
+            if event.source == P.SOURCE_WATCH and event.phase != P.PHASE_READY:
+                assert event.uncertainty_ns == 0 and CAUGHT_UP not in event.attributes, event
 
 
 async def test_api_errors_back_off_and_resume(

@@ -299,6 +299,30 @@ def test_a_pod_failing_for_two_reasons_is_one_failed_pod(tmp_path: Path) -> None
     assert stats(s, P.PHASE_FAILED).count == 2
 
 
+def test_relist_catch_ups_are_latencies_with_their_bound_and_late_sightings_gaps(
+    tmp_path: Path,
+) -> None:
+    j = open_journal(tmp_path / "j.sqlite")
+    hello(j, "agent-a", "node-a")
+    register(j, "r6", replicas=3)
+    live, caught_up, late = (pod(f"g{i}", "r6", "node-a") for i in range(3))
+    # A relist 900 ms into the run shows a ready the watch missed; the watch was last
+    # in sync 700 ms earlier (agent/transitions.py marks it caught_up, gap 700 ms).
+    relisted = event(caught_up, P.PHASE_READY, T0 + 900 * MS, uncertainty_ns=700 * MS)
+    relisted.attributes.update(caught_up="relist", gap_ns=str(700 * MS), via="list")
+    first_seen = event(late, P.PHASE_READY, T0 + 50 * MS, uncertainty_ns=60 * MS)
+    first_seen.attributes.update(seen_late="first seen in a list", via="list")
+    evs = [event(live, P.PHASE_READY, T0 + 10 * MS), relisted, first_seen]
+    j.commit_batches([("agent-a", batch(1, evs))], T0)
+    s = compute_summary(j.connection(), "r6", include_pods=True)
+    ready = stats(s, P.PHASE_READY)
+    assert ready.count == 2  # the caught-up pod counts, the late one is a gap
+    assert (ready.min_ns, ready.max_ns) == (10 * MS, 900 * MS)
+    assert ready.max_uncertainty_ns == 700 * MS  # the bracket travels with the number
+    timelines = {t.pod.uid: [(x.latency_ns, x.uncertainty_ns) for x in t.phases] for t in s.pods}
+    assert timelines == {"g0": [(10 * MS, 0)], "g1": [(900 * MS, 700 * MS)], "g2": []}
+
+
 def test_clocks_are_those_that_corrected_the_run(tmp_path: Path) -> None:
     """Not the agent's clock now: the worst estimate among the run's batches."""
     j = open_journal(tmp_path / "j.sqlite")
