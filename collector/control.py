@@ -12,7 +12,8 @@ a large summary never holds up acknowledgements. FinishRun does both: the writer
 marks the run finished, a reader computes the summary, the writer stores it.
 Errors map to status codes in one place (``status_for``): unknown run NOT_FOUND,
 existing run ALREADY_EXISTS, bad request INVALID_ARGUMENT, journal trouble
-UNAVAILABLE.
+UNAVAILABLE. Requests are decoded here (``handler``), not by gRPC, so bytes that
+are not the method's message get INVALID_ARGUMENT rather than gRPC's UNKNOWN.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
+from google.protobuf import message_factory
+from google.protobuf.message import DecodeError, Message
 
 from rtbench.clock import wall_ns
 from rtbench.v1 import agent_pb2, control_pb2, events_pb2
@@ -38,12 +41,12 @@ from .errors import (
     ShuttingDown,
     UnknownRun,
 )
-from .ingest import IngestStats, Writer
+from .ingest import MAX_AHEAD_NS, MIN_TIME_NS, IngestStats, Writer
 from .journal import TERMINAL_STATES, open_reader
 from .progress import ProgressHub
 from .summaries import compute_summary
 
-__all__ = ["ControlApi", "status_for"]
+__all__ = ["ControlApi", "run_state_name", "status_for"]
 
 log = logging.getLogger("collector.control")
 
@@ -65,6 +68,30 @@ def status_for(exc: CollectorError) -> Any:
         if isinstance(exc, kind):
             return code
     return grpc.StatusCode.INTERNAL
+
+
+def run_state_name(state: int) -> str:
+    """``RUN_STATE_FAILED`` for 4; a number no RunState has stays a number."""
+    try:
+        return str(control_pb2.RunState.Name(state))
+    except ValueError:
+        return str(state)
+
+
+def _decoding(method: Callable[..., Any], request_type: type[Message]) -> Callable[..., Any]:
+    """``method`` taking the raw request bytes: a malformed one is INVALID_ARGUMENT."""
+
+    async def decoded(raw: bytes, context: Any) -> Any:
+        try:
+            request = request_type.FromString(raw)
+        except DecodeError as exc:
+            name = request_type.DESCRIPTOR.name
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, f"malformed {name} ({len(raw)} bytes): {exc}"
+            )
+        return await method(request, context)
+
+    return decoded
 
 
 def _read(path: Path, fn: Callable[..., T], *args: Any) -> T:
@@ -144,6 +171,25 @@ class ControlApi:
         self._progress = progress
         self._stats = stats
 
+    def handler(self) -> Any:
+        """The generic RPC handler for ``rtbench.v1.ControlService`` (decoding requests itself)."""
+        service = control_pb2.DESCRIPTOR.services_by_name["ControlService"]
+        handlers = {}
+        for method in service.methods:
+            request_type = message_factory.GetMessageClass(method.input_type)
+            response_type = message_factory.GetMessageClass(method.output_type)
+            make = (
+                grpc.unary_stream_rpc_method_handler
+                if method.server_streaming
+                else grpc.unary_unary_rpc_method_handler
+            )
+            handlers[method.name] = make(
+                _decoding(getattr(self, method.name), request_type),
+                request_deserializer=None,
+                response_serializer=response_type.SerializeToString,
+            )
+        return grpc.method_handlers_generic_handler(service.full_name, handlers)
+
     async def _reading(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.to_thread(_read, self._journal.path, fn, *args)
 
@@ -190,6 +236,15 @@ class ControlApi:
                 raise InvalidRequest("request_sent_ns must be set")
             if 0 < request.response_received_ns < request.request_sent_ns:
                 raise InvalidRequest("response_received_ns is before request_sent_ns")
+            # Every latency of the run is measured from this time: one from a broken
+            # clock would make the whole summary wrong, so it is refused, as ingest
+            # refuses agent times outside the same window.
+            if not MIN_TIME_NS <= created_ns <= wall_ns() + MAX_AHEAD_NS:
+                raise InvalidRequest(
+                    f"request_sent_ns {request.request_sent_ns} (offset "
+                    f"{request.rtctl_clock.offset_ns}) is outside "
+                    "[2001-01-01, collector now + 1 day]"
+                )
             await self._writer.call(
                 self._journal.record_create,
                 request.run_id,
@@ -209,9 +264,7 @@ class ControlApi:
         run_id, now = request.run_id, wall_ns()
         try:
             if request.state not in TERMINAL_STATES:
-                raise InvalidRequest(
-                    f"state {control_pb2.RunState.Name(request.state)} does not finish a run"
-                )
+                raise InvalidRequest(f"state {run_state_name(request.state)} does not finish a run")
             await self._writer.call(
                 self._journal.finish_run, run_id, request.state, request.message, now
             )

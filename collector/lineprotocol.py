@@ -9,10 +9,19 @@ Escaping (what the InfluxDB 1.x parser accepts and gives back unchanged):
 
 - measurement: ``,`` and space are escaped with a backslash;
 - tag keys, tag values, field keys: ``,``, ``=`` and space are escaped; a
-  backslash is literal. A value that *ends* in a backslash cannot be written
-  (the parser reads ``\\,`` as an escaped comma), newlines end the line, and an
-  empty tag value is invalid. Tag values are therefore normalised: CR and LF
-  become spaces, trailing backslashes are dropped, and a tag whose value is
+  backslash is literal.
+- a measurement name, tag key or field key that cannot come back as written is
+  refused with ValueError (they are this module's constants, so only a new one
+  can trip this): empty, holding a newline, ending in a backslash (it would
+  escape the separator after it: ``a\\`` came back as measurement ``a,t=v``) or
+  before a character that is escaped or a double quote, starting with a tab or NUL (skipped as
+  white space), a measurement starting with ``#`` (the line is a comment:
+  dropped without an error) and the key ``time`` (InfluxDB drops the point).
+- tag values: a backslash at the end or before a character that is escaped
+  cannot be written (the parser reads ``\\,`` as an escaped comma, and no
+  escaping gives back ``\\,``), newlines end the line, and an empty tag value is
+  invalid. Tag values are therefore normalised: CR and LF become spaces, those
+  backslashes are dropped, and a tag whose value is
   then empty is left out. Our tag values are Kubernetes names and ids, which
   never contain any of these; the rule only keeps a stray value from breaking
   a batch.
@@ -50,6 +59,9 @@ UIDs are fields, and the pod is its ordinal within the run):
 ``run_failures``  one point per failure reason of a summary. tags: run tags,
     reason (Kubernetes' short reason vocabulary: OOMKilled, ErrImagePull, ...).
     field: pods.
+
+Agent and collector health (``agent_status``, ``collector_status``) are gauges, not
+journal rows: ``collector.agentstatus`` writes them and documents them.
 
 Point identity: InfluxDB keys a point by measurement, tag set and timestamp and
 overwrites on a repeat, which is what makes a resend after a crash harmless.
@@ -118,6 +130,10 @@ _INT64_MAX = 2**63 - 1
 _MEASUREMENT_ESCAPES = str.maketrans({",": "\\,", " ": "\\ "})
 _KEY_ESCAPES = str.maketrans({",": "\\,", "=": "\\=", " ": "\\ "})
 _NEWLINES = str.maketrans({"\n": " ", "\r": " "})
+# Backslashes InfluxDB would read as (part of) an escape: before a character that is
+# escaped, or at the end. No escaping writes them back as they were (``a\\,b`` as
+# ``a\\\,b`` comes back as ``a\\\\,b``), so a tag value loses them and a name is refused.
+_BACKSLASH_ESCAPING = re.compile(r"\\+(?=[,= \\]|$)")
 # Kubernetes reasons are one CamelCase word (OOMKilled, CrashLoopBackOff,
 # ErrImagePull, Evicted, DeadlineExceeded...): a small, fixed vocabulary, so
 # safe as a tag. Anything else (free text from some agent) is bucketed.
@@ -125,9 +141,23 @@ _REASON_WORD = re.compile(r"[A-Z][A-Za-z0-9]{0,63}")
 _OTHER_REASON = "other"
 
 
-def escape_measurement(name: str) -> str:
+def _check_name(kind: str, name: str) -> None:
+    """Refuses a measurement name or key InfluxDB would not give back as written."""
     if not name:
-        raise ValueError("a measurement name cannot be empty")
+        raise ValueError(f"a {kind} cannot be empty")
+    if "\n" in name or '\\"' in name or _BACKSLASH_ESCAPING.search(name) or name[0] in "\t\0":
+        raise ValueError(
+            f"a {kind} cannot hold a newline, start with a tab or NUL, or have a backslash "
+            f"before a comma, '=', space, quote, backslash or its end: {name!r}"
+        )
+    if kind == "measurement name" and name.startswith("#"):
+        raise ValueError(f"a measurement name cannot start with '#' (a comment): {name!r}")
+    if kind != "measurement name" and name == "time":
+        raise ValueError(f"{kind} 'time' is reserved by InfluxDB")
+
+
+def escape_measurement(name: str) -> str:
+    _check_name("measurement name", name)
     return name.translate(_MEASUREMENT_ESCAPES)
 
 
@@ -138,7 +168,7 @@ def escape_key(text: str) -> str:
 
 def normalize_tag_value(value: str) -> str:
     """The value as InfluxDB will store it; empty means the tag is left out."""
-    return value.translate(_NEWLINES).rstrip("\\")
+    return _BACKSLASH_ESCAPING.sub("", value.translate(_NEWLINES))
 
 
 def field_string(value: str) -> str:
@@ -189,12 +219,14 @@ def render_line(
 # their escaped form is cached; this roughly halves the cost of a line.
 @functools.lru_cache(maxsize=1 << 16)
 def _tag_pair(key: str, value: str) -> str:
+    _check_name("tag key", key)
     normalized = normalize_tag_value(value)
     return f"{escape_key(key)}={escape_key(normalized)}" if normalized else ""
 
 
 @functools.lru_cache(maxsize=1 << 10)
 def _field_key(key: str) -> str:
+    _check_name("field key", key)
     return escape_key(key)
 
 

@@ -35,6 +35,7 @@ from typing import Any
 import yaml
 from yaml.constructor import ConstructorError, SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from yaml.reader import ReaderError
 
 from .errors import UsageError
 from .workload import (
@@ -200,9 +201,21 @@ def parse_plan(text: str, source: str) -> Plan:
         line = mark.line + 1 if mark is not None else 1
         problem = " ".join(part for part in (exc.context, exc.problem) if part)
         raise PlanInvalid([Problem(source, line, "", f"not valid YAML: {problem}")]) from None
+    except ReaderError as exc:
+        # Its text spans lines and names PyYAML's internal "<unicode string>".
+        line = text.count("\n", 0, exc.position) + 1
+        problem = f"character {chr(exc.character)!r} is not allowed in YAML"
+        raise PlanInvalid([Problem(source, line, "", f"not valid YAML: {problem}")]) from None
     except yaml.YAMLError as exc:
-        raise PlanInvalid([Problem(source, 1, "", f"not valid YAML: {exc}")]) from None
-    return _Checker(source).plan(root)
+        problem = " ".join(str(exc).split())
+        raise PlanInvalid([Problem(source, 1, "", f"not valid YAML: {problem}")]) from None
+    except RecursionError:
+        # PyYAML composes recursively: thousands of nested brackets exhaust the stack.
+        raise PlanInvalid([Problem(source, 1, "", "nested too deeply to be a plan")]) from None
+    try:
+        return _Checker(source).plan(root)
+    except RecursionError:
+        raise PlanInvalid([Problem(source, 1, "", "nested too deeply to be a plan")]) from None
 
 
 def default_plan_id(source: str) -> str:

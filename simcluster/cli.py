@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import math
 import os
 import signal
 import sys
@@ -58,6 +59,9 @@ def _non_negative_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
     if not value >= 0:
         raise argparse.ArgumentTypeError(f"must not be negative, got {text!r}")
+    if math.isinf(value):
+        # An infinite period or timeout is never meant; asyncio would overflow on it.
+        raise argparse.ArgumentTypeError(f"must be finite, got {text!r}")
     return value
 
 

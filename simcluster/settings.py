@@ -80,8 +80,8 @@ class SimSettings:
             "ip_quarantine",
         ):
             value = getattr(self, name)
-            if not isinstance(value, int | float) or math.isnan(value) or value < 0:
-                raise ConfigError(f"{name} must be a non-negative number, got {value!r}")
+            if not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+                raise ConfigError(f"{name} must be a finite non-negative number, got {value!r}")
         if self.bookmark_interval == 0:
             raise ConfigError("bookmark_interval must be positive")
         if self.watch_timeout == 0:

@@ -63,6 +63,9 @@ def name_causes(rtype: ResourceType, name: str) -> list[Cause]:
     return [invalid("metadata.name", name, problem)] if problem else []
 
 
+INT32_MAX = 2**31 - 1
+
+
 def _is_int(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -159,7 +162,7 @@ def pod_spec_causes(spec: Any, path: str) -> list[Cause]:
             )
         )
     grace = spec.get("terminationGracePeriodSeconds")
-    if not _is_int(grace) or grace < 0:
+    if not _is_int(grace) or not 0 <= grace < 2**63:
         causes.append(invalid(f"{path}.terminationGracePeriodSeconds", grace, "must be >= 0"))
     selector = spec.get("nodeSelector")
     if selector is not None and not (
@@ -225,6 +228,9 @@ def deployment_causes(obj: Obj) -> list[Cause]:
     replicas = spec.get("replicas")
     if not _is_int(replicas) or replicas < 0:
         causes.append(invalid("spec.replicas", replicas, "must be greater than or equal to 0"))
+    elif replicas > INT32_MAX:
+        # An int32 in Kubernetes: a larger one would reach the scheduler as is.
+        causes.append(invalid("spec.replicas", replicas, "must fit in a 32-bit integer"))
     selector = spec.get("selector")
     if not isinstance(selector, dict) or not (
         selector.get("matchLabels") or selector.get("matchExpressions")

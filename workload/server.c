@@ -87,9 +87,15 @@ static void serve(int fd, const char *body) {
     char req[2048];
     size_t used = 0;
     struct pollfd pfd = {.fd = fd, .events = POLLIN};
+    /* One deadline for the whole head, not per read: a client dripping a byte
+     * now and then would otherwise hold this one-at-a-time server for minutes. */
+    struct timespec start, now;
+    clock_gettime(CLOCK_MONOTONIC, &start);
 
     while (used < sizeof(req) - 1) {
-        int ready = poll(&pfd, 1, 2000);
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        long spent_ms = (now.tv_sec - start.tv_sec) * 1000L + (now.tv_nsec - start.tv_nsec) / 1000000L;
+        int ready = spent_ms >= 2000 ? 0 : poll(&pfd, 1, (int)(2000 - spent_ms));
         if (ready <= 0) {
             return; /* slow or silent client: drop it */
         }
