@@ -142,12 +142,13 @@ class DeploymentController:
         spec = dep["spec"]
         replicas = int(spec.get("replicas", 1))
         current_hash = template_hash(spec["template"])
-        new = [
-            p
-            for p in active
-            if p["metadata"].get("labels", {}).get("pod-template-hash") == current_hash
-        ]
-        old = [p for p in active if p not in new]
+        # One pass: ``p not in new`` compared whole pod dicts, O(n²), and at 1,100 pods
+        # held the event loop for seconds on every reconcile.
+        new: list[Obj] = []
+        old: list[Obj] = []
+        for p in active:
+            same = p["metadata"].get("labels", {}).get("pod-template-hash") == current_hash
+            (new if same else old).append(p)
         strategy = spec.get("strategy") or {}
         if strategy.get("type") == "Recreate":
             self._delete(old, len(old))
