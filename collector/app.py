@@ -4,7 +4,8 @@
 the port (all the I/O that can fail on bad configuration happens here, before
 anything is accepted). ``Collector.run()`` keeps the long-running loops as named
 tasks under one TaskGroup: ``writer`` (group commits), ``exporter`` (journal to
-InfluxDB, when configured), ``backlog`` (push-back input) and ``stats``. A task
+InfluxDB, when configured), ``agent-status`` (health snapshots to InfluxDB, when
+configured; ``collector.agentstatus``), ``backlog`` (push-back input) and ``stats``. A task
 that dies or returns on its own is logged by name and stops the collector with
 an error, rather than leaving a server that accepts batches nobody commits.
 
@@ -31,8 +32,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from rtbench.v1 import control_pb2_grpc
-
+from .agentstatus import CollectorGauges, StatusReporter
 from .control import ControlApi
 from .errors import CollectorError, ListenError
 from .exporting import Exporter, InfluxTarget
@@ -70,6 +70,7 @@ class Collector:
         self.port = 0
         self.journal: Journal | None = None
         self.exporter: Exporter | None = None
+        self.status_reporter: StatusReporter | None = None
         self.failure: str | None = None
         self._writer: Writer | None = None
         self._ingest: AgentIngest | None = None
@@ -104,6 +105,7 @@ class Collector:
         self._writer.max_export_backlog = settings.max_export_backlog
         if self.target is not None:
             self.exporter = Exporter(self.journal.path, self.target)
+            self.status_reporter = StatusReporter(self.journal.path, self.target, self.gauges)
         self._ingest = AgentIngest(self._writer, max_batch_events=settings.max_batch_events)
         self._interceptor = TokenInterceptor(tokens)
         server = grpc.aio.server(
@@ -116,8 +118,8 @@ class Collector:
             interceptors=[self._interceptor],
         )
         server.add_generic_rpc_handlers((self._ingest.handler(),))
-        control_pb2_grpc.add_ControlServiceServicer_to_server(
-            ControlApi(self._writer, self.progress, self.stats), server
+        server.add_generic_rpc_handlers(
+            (ControlApi(self._writer, self.progress, self.stats).handler(),)
         )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         try:
@@ -163,6 +165,9 @@ class Collector:
                     helpers.append(
                         tg.create_task(self._guard("backlog", self._backlog_loop()), name="backlog")
                     )
+            if self.status_reporter is not None:
+                reporter = self._guard("agent-status", self.status_reporter.run())
+                helpers.append(tg.create_task(reporter, name="agent-status"))
             waiting = [asyncio.ensure_future(e.wait()) for e in (stop, self._failed)]
             try:
                 await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
@@ -240,6 +245,14 @@ class Collector:
         while True:
             await asyncio.sleep(interval)
             log.info("stats: %s", self.stats_line())
+
+    def gauges(self) -> CollectorGauges:
+        """The in-memory part of a health snapshot (``collector.agentstatus``)."""
+        return CollectorGauges(
+            connected=frozenset(self.stats.connected),
+            export_backlog=self.writer.export_backlog,
+            pending_batches=self.writer.pending,
+        )
 
     def stats_line(self) -> str:
         s = self.stats
