@@ -37,14 +37,11 @@ import logging
 import socket
 import stat
 import threading
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import grpc
-from google.protobuf import message_factory
-from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import DecodeError, Message
 
 from rtbench.containerd import (
@@ -52,6 +49,7 @@ from rtbench.containerd import (
     events_service_pb2,
     tasks_pb2,
 )
+from rtbench.grpcdecoding import decoding_handler, only_service
 
 from .containerd_filters import parse_all
 from .containerd_state import NodeRuntime, PodInfo
@@ -197,49 +195,8 @@ def describe_pod(kubelet: Kubelet, pod_uid: str) -> PodInfo | None:
     )
 
 
-def _service(module: Any) -> ServiceDescriptor:
-    (service,) = module.DESCRIPTOR.services_by_name.values()
-    return service  # type: ignore[no-any-return]
-
-
-async def _decoded(raw: bytes, request_type: type[Message], context: Any) -> Message:
-    try:
-        return request_type.FromString(raw)
-    except DecodeError as exc:
-        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"error unmarshalling request: {exc}")
-        raise  # not reached: abort raises
-
-
-def _decoding_handler(servicer: Any, service: ServiceDescriptor) -> Any:
-    """The service's handlers, decoding requests themselves: gRPC's own decoding answers
-    bytes that are not the message with UNKNOWN and logs a traceback per call."""
-    handlers = {}
-    for method in service.methods:
-        request_type = message_factory.GetMessageClass(method.input_type)
-        serialize = message_factory.GetMessageClass(method.output_type).SerializeToString
-        behavior: Callable[..., Any] = getattr(servicer, method.name)
-        if method.server_streaming:
-
-            async def stream(
-                raw: bytes, context: Any, fn: Any = behavior, kind: Any = request_type
-            ) -> AsyncIterator[Any]:
-                async for item in fn(await _decoded(raw, kind, context), context):
-                    yield item
-
-            handlers[method.name] = grpc.unary_stream_rpc_method_handler(
-                stream, request_deserializer=None, response_serializer=serialize
-            )
-        else:
-
-            async def unary(
-                raw: bytes, context: Any, fn: Any = behavior, kind: Any = request_type
-            ) -> Any:
-                return await fn(await _decoded(raw, kind, context), context)
-
-            handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-                unary, request_deserializer=None, response_serializer=serialize
-            )
-    return grpc.method_handlers_generic_handler(service.full_name, handlers)
+def _containerd_words(kind: type[Message], raw: bytes, exc: DecodeError) -> str:
+    return f"error unmarshalling request: {exc}"
 
 
 class ContainerdSockets:
@@ -307,11 +264,15 @@ class ContainerdSockets:
             _clear_stale_socket(path)
             runtime = self.runtimes[name]
             server = grpc.aio.server()
+            services = (
+                (EventsService(runtime), events_service_pb2),
+                (ContainersService(runtime), containers_pb2),
+                (TasksService(runtime), tasks_pb2),
+            )
             server.add_generic_rpc_handlers(
-                (
-                    _decoding_handler(EventsService(runtime), _service(events_service_pb2)),
-                    _decoding_handler(ContainersService(runtime), _service(containers_pb2)),
-                    _decoding_handler(TasksService(runtime), _service(tasks_pb2)),
+                tuple(
+                    decoding_handler(servicer, only_service(module), _containerd_words)
+                    for servicer, module in services
                 )
             )
             try:
@@ -352,9 +313,15 @@ class ContainerdSockets:
             for server in servers:
                 await server.stop(STOP_GRACE)
 
-        if loop.is_running():
-            await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(stop_servers(), loop))
-            loop.call_soon_threadsafe(loop.stop)
+        # Not "if loop.is_running()": start() returns as soon as the servers listen,
+        # a moment before the thread enters run_forever, and a stop in that moment
+        # must still stop it. Both calls are queued on the loop and run once it runs;
+        # the loop stops even when this task is cancelled meanwhile.
+        if not loop.is_closed():
+            try:
+                await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(stop_servers(), loop))
+            finally:
+                loop.call_soon_threadsafe(loop.stop)
         if self._thread is not None:
             await asyncio.to_thread(self._thread.join)
             self._thread = None
