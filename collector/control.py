@@ -26,10 +26,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
-from google.protobuf import message_factory
-from google.protobuf.message import DecodeError, Message
 
 from rtbench.clock import wall_ns
+from rtbench.grpcdecoding import decoding_handler
 from rtbench.v1 import agent_pb2, control_pb2, events_pb2
 
 from .errors import (
@@ -76,22 +75,6 @@ def run_state_name(state: int) -> str:
         return str(control_pb2.RunState.Name(state))
     except ValueError:
         return str(state)
-
-
-def _decoding(method: Callable[..., Any], request_type: type[Message]) -> Callable[..., Any]:
-    """``method`` taking the raw request bytes: a malformed one is INVALID_ARGUMENT."""
-
-    async def decoded(raw: bytes, context: Any) -> Any:
-        try:
-            request = request_type.FromString(raw)
-        except DecodeError as exc:
-            name = request_type.DESCRIPTOR.name
-            await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT, f"malformed {name} ({len(raw)} bytes): {exc}"
-            )
-        return await method(request, context)
-
-    return decoded
 
 
 def _read(path: Path, fn: Callable[..., T], *args: Any) -> T:
@@ -173,22 +156,7 @@ class ControlApi:
 
     def handler(self) -> Any:
         """The generic RPC handler for ``rtbench.v1.ControlService`` (decoding requests itself)."""
-        service = control_pb2.DESCRIPTOR.services_by_name["ControlService"]
-        handlers = {}
-        for method in service.methods:
-            request_type = message_factory.GetMessageClass(method.input_type)
-            response_type = message_factory.GetMessageClass(method.output_type)
-            make = (
-                grpc.unary_stream_rpc_method_handler
-                if method.server_streaming
-                else grpc.unary_unary_rpc_method_handler
-            )
-            handlers[method.name] = make(
-                _decoding(getattr(self, method.name), request_type),
-                request_deserializer=None,
-                response_serializer=response_type.SerializeToString,
-            )
-        return grpc.method_handlers_generic_handler(service.full_name, handlers)
+        return decoding_handler(self, control_pb2.DESCRIPTOR.services_by_name["ControlService"])
 
     async def _reading(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.to_thread(_read, self._journal.path, fn, *args)
