@@ -8,7 +8,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -35,6 +35,24 @@ async def wait_until(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {within}s waiting for {what or condition}")
         await asyncio.sleep(every)
+
+
+T = TypeVar("T")
+
+
+def poll_until(
+    condition: Callable[[], T | None], *, within: float, what: str, every: float = 0.1
+) -> T:
+    """``wait_until`` for synchronous tests: ``condition()`` until it returns something
+    truthy, that value; AssertionError naming ``what`` after ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {within:g} s waiting for {what}")
+        time.sleep(every)
 
 
 @pytest.fixture(scope="session")

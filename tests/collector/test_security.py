@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -17,41 +15,15 @@ from collector.settings import CollectorSettings
 from rtbench.v1 import control_pb2, control_pb2_grpc
 from tests.collector.agent_client import StreamEnded, TestAgent, make_batch, metadata
 from tests.collector.conftest import running
+from tests.pki import Pki, make_pki
 
 UNAUTHENTICATED = grpc.StatusCode.UNAUTHENTICATED
-
-
-@dataclass(frozen=True)
-class Pki:
-    ca: Path
-    server_cert: Path
-    server_key: Path
-    client_cert: Path
-    client_key: Path
-
-
-def _openssl(*args: str | Path) -> None:
-    subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True)
 
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     """A CA, a server certificate for 127.0.0.1 and a client certificate."""
-    d = tmp_path_factory.mktemp("pki")
-    ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
-    _openssl("req", "-x509", *ec, "-keyout", d / "ca.key", "-out", d / "ca.pem",
-             "-days", "2", "-subj", "/CN=rtbench test CA")  # fmt: skip
-    for name, ext in (
-        ("server", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n"),
-        ("client", "extendedKeyUsage=clientAuth\n"),
-    ):
-        (d / f"{name}.ext").write_text(ext)
-        _openssl("req", *ec, "-keyout", d / f"{name}.key", "-out", d / f"{name}.csr",
-                 "-subj", f"/CN=rtbench {name}")  # fmt: skip
-        _openssl("x509", "-req", "-in", d / f"{name}.csr", "-CA", d / "ca.pem",
-                 "-CAkey", d / "ca.key", "-CAcreateserial", "-days", "2",
-                 "-out", d / f"{name}.pem", "-extfile", d / f"{name}.ext")  # fmt: skip
-    return Pki(d / "ca.pem", d / "server.pem", d / "server.key", d / "client.pem", d / "client.key")
+    return make_pki(tmp_path_factory.mktemp("pki"))
 
 
 @pytest.fixture

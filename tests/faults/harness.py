@@ -28,10 +28,9 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
 
@@ -40,11 +39,11 @@ from rtbench.influxd import free_port
 from rtbench.v1 import control_pb2, control_pb2_grpc, events_pb2
 from rtctl.localstack import LocalStack, StackSettings
 from rtctl.workload import pod_labels, run_selector, workload_deployment
+from tests.conftest import poll_until
 from tests.faults.proxy import LinkProxy
 
-__all__ = ["LIVE_PHASES", "REPLICAS", "Driver", "FaultStack", "deadline_loop"]
+__all__ = ["LIVE_PHASES", "REPLICAS", "Driver", "FaultStack", "poll_until"]
 
-T = TypeVar("T")
 
 REPLICAS = 16
 """Pods per run: enough to be mid-run for several seconds on 2 simulated nodes."""
@@ -64,20 +63,6 @@ LIVE_PHASES = (
     events_pb2.PHASE_READY,
 )
 """Phases every pod of a successful run reaches, each reported once by its agent."""
-
-
-def deadline_loop(
-    condition: Callable[[], T | None], *, within: float, what: str, every: float = 0.1
-) -> T:
-    """``condition()`` until it returns something truthy, else AssertionError naming ``what``."""
-    deadline = time.monotonic() + within
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within:g} s waiting for {what}")
-        time.sleep(every)
 
 
 class FaultStack:
@@ -296,7 +281,7 @@ class Driver:
 
     def wait_mid_run(self, *, at_least: int = 3, within: float = 120.0) -> int:
         """Until ``at_least`` pods are ready (fewer than all): the fault goes in now."""
-        ready = deadline_loop(
+        ready = poll_until(
             lambda: (n := self.ready()) >= at_least and n, within=within, what="pods ready"
         )
         assert ready < self.replicas, f"the run was over ({ready} ready) before the fault"
@@ -317,7 +302,7 @@ class Driver:
             counts = self.counts()
             return all(counts.get(p, 0) >= self.replicas for p in LIVE_PHASES)
 
-        deadline_loop(complete, within=within, what=f"every phase of {self.replicas} pods")
+        poll_until(complete, within=within, what=f"every phase of {self.replicas} pods")
         return self.summary(pods=True)
 
     def finish(
@@ -332,7 +317,7 @@ class Driver:
             name = self.deployment()["metadata"]["name"]
             self.fs.sim(f"/apis/apps/v1/namespaces/default/deployments/{name}", "DELETE")
         selector = run_selector(self.run_id)
-        deadline_loop(lambda: not self.fs.pods(selector), within=within, what="pods gone")
+        poll_until(lambda: not self.fs.pods(selector), within=within, what="pods gone")
 
 
 def phases_per_pod(summary: control_pb2.RunSummary) -> dict[str, int]:

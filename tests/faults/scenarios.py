@@ -26,12 +26,12 @@ from typing import Any
 
 from rtbench.v1 import control_pb2, events_pb2
 from rtctl.workload import deployment_name
+from tests.conftest import poll_until
 from tests.faults.harness import (
     LIVE_PHASES,
     RUNTIME,
     Driver,
     FaultStack,
-    deadline_loop,
     phases_per_pod,
 )
 
@@ -141,7 +141,7 @@ def influxdb_stop(fs: FaultStack, v: Verdict) -> None:
         return fs.influx_counts(d.run_id) == fs.journal_counts(d.run_id)
 
     with contextlib.suppress(AssertionError):
-        deadline_loop(caught_up, within=120, what="InfluxDB to hold every journal event")
+        poll_until(caught_up, within=120, what="InfluxDB to hold every journal event")
     journal, influx = fs.journal_counts(d.run_id), fs.influx_counts(d.run_id)
     missing = sum(max(n - influx.get(p, 0), 0) for p, n in journal.items())
     v.numbers.update(journal_events=journal, influx_points=influx, missing_points=missing)
@@ -181,9 +181,9 @@ def agent_kill(fs: FaultStack, v: Verdict) -> None:
     fs.stack.kill(f"agent-{node}")
     # Let pods of the run become ready while the agent is away, so it misses some.
     with contextlib.suppress(AssertionError):
-        deadline_loop(lambda: d.running_pods() >= known + 3, within=30, what="pods ready meanwhile")
+        poll_until(lambda: d.running_pods() >= known + 3, within=30, what="pods ready meanwhile")
     fs.stack.restart(f"agent-{node}")
-    deadline_loop(lambda: d.running_pods() == d.replicas, within=120, what="all pods ready")
+    poll_until(lambda: d.running_pods() == d.replicas, within=120, what="all pods ready")
 
     def journal_has_all() -> bool:  # live or late: every pod's every phase reported once
         phases = ",".join(str(p) for p in LIVE_PHASES)
@@ -195,7 +195,7 @@ def agent_kill(fs: FaultStack, v: Verdict) -> None:
             ).fetchone()
         return bool(row[0] == d.replicas * len(LIVE_PHASES))
 
-    deadline_loop(journal_has_all, within=120, what="every phase reported, live or late")
+    poll_until(journal_has_all, within=120, what="every phase reported, live or late")
     summary = d.finish()
     per_pod = phases_per_pod(summary)
     # A pod missing a phase in the summary must have a late (reasoned) event for it.
@@ -329,7 +329,7 @@ def rtctl_kill(fs: FaultStack, v: Verdict) -> None:
             runs = d.call("ListRuns", control_pb2.ListRunsRequest()).runs
             return any(r.spec.run_id == killed for r in runs) and d.ready() >= 2
 
-        deadline_loop(registered_and_ready, within=120, what="the killed run's pods ready")
+        poll_until(registered_and_ready, within=120, what="the killed run's pods ready")
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.wait(30)
@@ -398,7 +398,7 @@ def disk_full(fs: FaultStack, v: Verdict) -> None:
     # An empty WAL: the next commit must allocate, so a full disk fails it at once.
     conn = sqlite3.connect(fs.stack.journal, timeout=10)
     try:
-        deadline_loop(
+        poll_until(
             lambda: conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0,
             within=30, what="the WAL checkpointed",
         )  # fmt: skip
@@ -412,7 +412,7 @@ def disk_full(fs: FaultStack, v: Verdict) -> None:
             text = log.read_bytes()[log_start:].decode(errors="replace")
             return "journal commit" in text and "failed" in text
 
-        deadline_loop(refused, within=60, what="the collector refusing a commit")
+        poll_until(refused, within=60, what="the collector refusing a commit")
         time.sleep(3)  # keep the disk full a little longer: the agents keep retrying
         fs.stack.check()  # raises when the collector died
         v.numbers["collector_alive_while_full"] = True

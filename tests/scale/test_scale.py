@@ -27,7 +27,6 @@ import os
 import sqlite3
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -37,6 +36,7 @@ import pytest
 from rtbench.influxd import LocalInfluxd
 from rtbench.v1 import events_pb2
 from rtctl.localstack import LocalStack, StackSettings
+from tests.conftest import poll_until
 
 NODES = 10
 PODS_PER_NODE = 110
@@ -57,14 +57,7 @@ T = TypeVar("T")
 
 
 def until(condition: Callable[[], T | None], what: str, within: float = WAIT_S) -> T:
-    deadline = time.monotonic() + within
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within:g} s waiting for {what}")
-        time.sleep(0.5)
+    return poll_until(condition, within=within, what=what, every=0.5)
 
 
 @pytest.fixture

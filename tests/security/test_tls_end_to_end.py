@@ -21,7 +21,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -30,7 +29,7 @@ import pytest
 from rtbench.v1 import control_pb2, control_pb2_grpc
 from rtctl.localstack import LocalStack, StackSettings
 from rtctl.settings import ConnectionSettings
-from tests.security.conftest import Pki
+from tests.pki import Pki, make_pki
 
 BIN = Path(sys.executable).parent
 REPLICAS = 4
@@ -38,32 +37,10 @@ LIVE_PHASES = ("scheduled", "running", "first_response", "ready")
 """Phases every pod of a successful run reaches (names as ``rtctl --format json`` gives)."""
 
 
-@dataclass(frozen=True)
-class OtherCa:
-    """A second CA, and a client certificate it signed: valid, but not ours."""
-
-    ca: Path
-    client_cert: Path
-    client_key: Path
-
-
-def _openssl(*args: str | Path) -> None:
-    subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True)
-
-
 @pytest.fixture(scope="module")
-def other_ca(tmp_path_factory: pytest.TempPathFactory) -> OtherCa:
-    d = tmp_path_factory.mktemp("other-ca")
-    ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
-    _openssl("req", "-x509", *ec, "-keyout", d / "ca.key", "-out", d / "ca.pem",
-             "-days", "2", "-subj", "/CN=some other CA")  # fmt: skip
-    (d / "client.ext").write_text("extendedKeyUsage=clientAuth\n")
-    _openssl("req", *ec, "-keyout", d / "client.key", "-out", d / "client.csr",
-             "-subj", "/CN=rtbench client")  # fmt: skip
-    _openssl("x509", "-req", "-in", d / "client.csr", "-CA", d / "ca.pem", "-CAkey", d / "ca.key",
-             "-CAcreateserial", "-days", "2", "-out", d / "client.pem",
-             "-extfile", d / "client.ext")  # fmt: skip
-    return OtherCa(d / "ca.pem", d / "client.pem", d / "client.key")
+def other_ca(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    """A second CA, and a client certificate it signed: valid, but not ours."""
+    return make_pki(tmp_path_factory.mktemp("other-ca"), "some other CA")
 
 
 def list_runs(address: str, credentials: grpc.ChannelCredentials | None) -> grpc.StatusCode:
@@ -142,7 +119,7 @@ def wait_for_line(log: Path, text: str, within: float = 120.0) -> None:
 
 
 def test_mutual_tls_end_to_end(
-    tmp_path: Path, pki: Pki, other_ca: OtherCa, workload_binary: Path
+    tmp_path: Path, pki: Pki, other_ca: Pki, workload_binary: Path
 ) -> None:
     client_tls: tuple[str, ...] = ("--tls-ca", str(pki.ca), "--tls-cert", str(pki.client_cert))
     client_tls += ("--tls-key", str(pki.client_key))
