@@ -1,40 +1,20 @@
 """Fixtures for the bad-input and security tests: real processes and a test PKI.
 
-- ``collector_serve(*args)``: ``collector serve`` as a subprocess (the real CLI,
-  its real logging), killed after the test if it is still running.
+- ``collector_process(*args)``: ``collector serve`` as a subprocess (the real CLI,
+  its real logging), killed after the test if it is still running; the collector
+  tests' fixture, shared here.
 - ``pki``: a CA, a server certificate for 127.0.0.1 and a client certificate,
-  made here with the openssl CLI (scripts/setup installs it).
+  made with the openssl CLI (scripts/setup installs it; tests/pki.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from pathlib import Path
-
 import pytest
 
-from tests.collector.conftest import CollectorProcess, start_collector
+from tests.collector.conftest import collector_process
 from tests.pki import Pki, make_pki
 
-StartCollector = Callable[..., CollectorProcess]
-
-
-@pytest.fixture
-def collector_serve(tmp_path: Path) -> Iterator[StartCollector]:
-    started: list[CollectorProcess] = []
-
-    def start(*args: str, env: dict[str, str] | None = None) -> CollectorProcess:
-        proc = start_collector(args, env or {}, tmp_path / f"collector-{len(started)}.stderr")
-        started.append(proc)
-        return proc
-
-    yield start
-    for proc in started:
-        if proc.process.poll() is None:
-            proc.process.kill()
-            proc.process.wait()
-        if proc.process.stdout is not None:
-            proc.process.stdout.close()
+__all__ = ["collector_process", "pki"]
 
 
 @pytest.fixture(scope="module")

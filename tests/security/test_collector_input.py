@@ -33,8 +33,8 @@ from rtbench.influxd import LocalInfluxd
 from rtbench.protocol import REJECTED_SEQUENCE_KEY
 from rtbench.v1 import agent_pb2, control_pb2, control_pb2_grpc, events_pb2
 from tests.collector.agent_client import StreamEnded, TestAgent, make_batch
+from tests.collector.conftest import StartCollector
 from tests.conftest import wait_until
-from tests.security.conftest import StartCollector
 from tests.security.wire import garbage_corpus, raw_exchange, raw_unary
 
 AGENT_TOKEN = "agent-corpus-token"
@@ -122,11 +122,11 @@ def _bad_batches(now: int) -> list[tuple[str, agent_pb2.Batch, str]]:
 
 
 async def test_grpc_corpus(
-    collector_serve: StartCollector, influxd: LocalInfluxd, tmp_path: Path
+    collector_process: StartCollector, influxd: LocalInfluxd, tmp_path: Path
 ) -> None:
     db = "security_corpus"
     influxd.create_database(db)
-    proc = collector_serve(
+    proc = collector_process(
         "--listen", "127.0.0.1:0", "--journal", str(tmp_path / "journal.sqlite"),
         "--agent-token", AGENT_TOKEN, "--control-token", CONTROL_TOKEN,
         "--max-message-bytes", str(MAX_MESSAGE), "--max-batch-events", str(MAX_EVENTS),

@@ -14,13 +14,11 @@ that trusts the wrong CA says so in one clear line in its log, keeps running
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -30,6 +28,7 @@ from rtbench.v1 import control_pb2, control_pb2_grpc
 from rtctl.localstack import LocalStack, StackSettings
 from rtctl.settings import ConnectionSettings
 from tests.pki import Pki, make_pki
+from tests.security.extra_agent import extra_agent
 
 BIN = Path(sys.executable).parent
 REPLICAS = 4
@@ -80,34 +79,6 @@ def rtctl(stack: LocalStack, *args: str) -> subprocess.CompletedProcess[str]:
         stdin=subprocess.DEVNULL,
         check=False,
     )
-
-
-@contextlib.contextmanager
-def agent_process(stack: LocalStack, agent_id: str, *tls: str | Path) -> Iterator[Path]:
-    """An extra ``agent run`` for the first node with the ``tls`` flags; yields its log."""
-    root = stack.settings.root
-    log = root / "logs" / f"{agent_id}.log"
-    argv = [
-        str(BIN / "agent"), "run", "--node", stack.nodes[0], "--agent-id", agent_id,
-        "--collector", stack.collector_address, "--kubeconfig", str(stack.kubeconfig),
-        "--state-dir", str(root / agent_id), "--containerd-socket", "off",
-        "--shutdown-flush", "0.5", *map(str, tls),
-    ]  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RTBENCH_")}
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(
-            argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
-        )
-    try:
-        yield log
-        assert proc.poll() is None, f"{agent_id} exited with {proc.returncode}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def wait_for_line(log: Path, text: str, within: float = 120.0) -> None:
@@ -166,7 +137,9 @@ def test_mutual_tls_end_to_end(
 
         # An agent trusting another CA: one clear line, no connection, still running.
         wrong = ("--tls-ca", other_ca.ca, "--tls-cert", pki.client_cert)
-        with agent_process(stack, "wrong-ca", *wrong, "--tls-key", pki.client_key) as log:
+        with extra_agent(
+            stack, "wrong-ca", *wrong, "--tls-key", pki.client_key, check_alive=True
+        ) as log:
             wait_for_line(log, "TLS handshake with collector")
             # Let it try again (the reconnect path must not log a line per attempt).
             time.sleep(2)

@@ -23,7 +23,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +33,7 @@ from rtbench.influxd import LocalInfluxd
 from rtbench.v1 import control_pb2, control_pb2_grpc
 from rtctl.localstack import LocalStack, StackSettings
 from rtctl.settings import ConnectionSettings
+from tests.security.extra_agent import extra_agent
 
 BIN = Path(sys.executable).parent
 FRAGMENT = 12
@@ -183,33 +184,6 @@ def wait(condition: Callable[[], bool], what: str, within: float = 120.0) -> Non
         time.sleep(0.2)
 
 
-@contextlib.contextmanager
-def intruder_agent(stack: LocalStack, token: str) -> Iterator[Path]:
-    """An extra ``agent run`` for the first node presenting ``token``; yields its log."""
-    root = stack.settings.root
-    log = root / "logs" / "intruder-agent.log"
-    argv = [
-        str(BIN / "agent"), "run", "--node", stack.nodes[0],
-        "--collector", stack.collector_address, "--kubeconfig", str(stack.kubeconfig),
-        "--state-dir", str(root / "intruder-state"), "--token", token,
-        "--containerd-socket", "off", "--log-level", "debug",
-    ]  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RTBENCH_")}
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(
-            argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
-        )
-    try:
-        yield log
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 def test_tokens_never_written_anywhere(
     tmp_path: Path, influxd: LocalInfluxd, workload_binary: Path
 ) -> None:
@@ -234,7 +208,9 @@ def test_tokens_never_written_anywhere(
     outputs: list[str] = []
     with LocalStack(settings) as stack:
         # Auth failures: an agent one character off, rtctl one character off and wrong.
-        with intruder_agent(stack, one_off(tokens.agent)) as intruder_log:
+        with extra_agent(
+            stack, "intruder-agent", "--token", one_off(tokens.agent), "--log-level", "debug"
+        ) as intruder_log:
             wait(lambda: "refused our token" in intruder_log.read_text(), "the intruder's refusal")
         for bad in (one_off(tokens.control), WRONG, tokens.agent):
             refused = rtctl(stack, outputs, "runs", "--token", bad)
