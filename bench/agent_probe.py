@@ -54,6 +54,7 @@ from typing import Any
 import aiohttp
 from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio import config as k8s_config
+from procstats import status_kb
 
 from agent.observing import NodeObserver, ObserveSettings
 from agent.outbox import RecordingOutbox
@@ -71,13 +72,6 @@ Result = dict[str, Any]
 
 
 # -- child processes ------------------------------------------------------------------------
-
-
-def _vm_hwm_kib() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    return 0
 
 
 async def _until(condition: Callable[[], bool]) -> None:
@@ -146,7 +140,7 @@ async def agent_main(node: str, kubeconfig: str, overrides: dict[str, Any]) -> R
         "phases": phases,
         "samples": len(outbox.samples),
         "cpu": cpu,
-        "vm_hwm_kib": _vm_hwm_kib(),
+        "vm_hwm_kib": status_kb("self", "VmHWM"),
         "loop_lag_ms": {"p99": percentile(lags, 0.99), "max": max(lags, default=0.0)},
         "involuntary_switches": resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw,
     }

@@ -39,13 +39,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from procstats import cpu_seconds
+
 from rtbench.influxd import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results" / "collector_ingest.json"
 BIN = Path(sys.executable).parent
 T0 = 1_750_000_000_000_000_000
-TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def build_batches(total: int, size: int) -> list[Any]:
@@ -129,11 +130,6 @@ def client_main(target: str, total: int, size: int) -> None:
 
 
 # -- the parent ------------------------------------------------------------------
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime
 
 
 def one_run(tmp: Path, total: int, size: int, rep: int) -> dict[str, Any]:

@@ -51,12 +51,13 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from procstats import cpu_seconds, cpu_times, status_kb
+
 from rtbench.v1 import events_pb2
 from rtctl.localstack import LocalStack, StackSettings
 
 RESULTS = Path(__file__).resolve().parent / "results" / "scale.json"
 BIN = Path(sys.executable).parent
-TICK = os.sysconf("SC_CLK_TCK")
 
 PHASES = (
     "scheduled", "sandbox_created", "sandbox_started", "container_created",
@@ -80,21 +81,6 @@ def spread(values: list[float]) -> dict[str, float]:
 
 
 # -- process accounting ---------------------------------------------------------------------
-
-
-def cpu_seconds(pid: int) -> tuple[float, float]:
-    """(own utime + stime, reaped children's cutime + cstime) of ``pid``, in seconds."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    own = int(fields[11]) + int(fields[12])
-    children = int(fields[13]) + int(fields[14])
-    return own / TICK, children / TICK
-
-
-def status_kb(pid: int, key: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1])
-    return 0
 
 
 class RssSampler:
@@ -268,8 +254,8 @@ def measure(nodes: int, per_node: int, label: str, args: argparse.Namespace) -> 
         result["over_capacity_refused"] = code == 2 and "do not fit" in err
         product = {name: pid for name, pid in stack.pids.items() if name != "rtbench-sim"}
         sim_pid = stack.pids["rtbench-sim"]
-        before = {name: cpu_seconds(pid)[0] for name, pid in product.items()}
-        sim_before = cpu_seconds(sim_pid)
+        before = {name: cpu_seconds(pid) for name, pid in product.items()}
+        sim_before = cpu_times(sim_pid)
         with RssSampler({**product, "rtbench-sim": sim_pid}) as rss:
             code, out, err, wall, rtctl_cpu = rtctl(
                 ["start-run", *common, "--replicas", str(replicas), "--run-id", run_id,
@@ -282,8 +268,8 @@ def measure(nodes: int, per_node: int, label: str, args: argparse.Namespace) -> 
             result["rtctl_cpu_s"] = rtctl_cpu
             result["capacity_warning"] = f"{replicas} replicas use 100%" in err
             result["journal"] = wait_complete(stack.journal, run_id, replicas, args.complete_within)
-            after = {name: cpu_seconds(pid)[0] for name, pid in product.items()}
-            sim_after = cpu_seconds(sim_pid)
+            after = {name: cpu_seconds(pid) for name, pid in product.items()}
+            sim_after = cpu_times(sim_pid)
         peaks = {name: status_kb(pid, "VmHWM") for name, pid in stack.pids.items()}
         agents = sorted(name for name in product if name.startswith("agent-"))
         cpu = {name: after[name] - before[name] for name in product}
