@@ -22,7 +22,7 @@ from rtbench.v1 import agent_pb2, agent_pb2_grpc, control_pb2, events_pb2
 from .conftest import REPO
 
 
-@pytest.mark.parametrize("package", ["v1", "containerd"])
+@pytest.mark.parametrize("package", ["v1", "containerd", "cri"])
 def test_generated_code_has_not_drifted(tmp_path: Path, package: str) -> None:
     subprocess.run(
         [str(REPO / "scripts" / "gen-proto"), str(tmp_path)],
