@@ -16,6 +16,9 @@ the long-stable calls the agent uses (see ``proto/rtbench/containerd/``):
   need the ``containerd-namespace`` header (FAILED_PRECONDITION without it, as
   containerd answers); other namespaces are empty. Unknown ids are NOT_FOUND.
   ``Tasks/List``'s filter is ignored, as containerd ignores it.
+- the CRI calls the agent makes for pod addresses (``runtime.v1.RuntimeService``
+  Version, PodSandboxStatus, ListPodSandbox; simcluster/cri_api.py), served on
+  the same socket as containerd and K3s serve CRI.
 
 The servers and every ``NodeRuntime`` live on an event loop of their own, in a
 thread (``containerd-api``), as containerd is a process of its own on a node: on
@@ -49,12 +52,15 @@ from rtbench.containerd import (
     events_service_pb2,
     tasks_pb2,
 )
+from rtbench.cri import api_pb2 as cri_pb2
 from rtbench.grpcdecoding import decoding_handler, only_service
 
 from .containerd_filters import parse_all
 from .containerd_state import NodeRuntime, PodInfo
+from .cri_api import RuntimeService
 from .errors import BadRequest, NotFound, SimError
 from .kubelet import Kubelet
+from .nodes import sim_version
 from .runtime_events import RuntimeEventKind, RuntimeEventLog
 
 log = logging.getLogger(__name__)
@@ -268,6 +274,7 @@ class ContainerdSockets:
                 (EventsService(runtime), events_service_pb2),
                 (ContainersService(runtime), containers_pb2),
                 (TasksService(runtime), tasks_pb2),
+                (RuntimeService(runtime, sim_version()), cri_pb2),
             )
             server.add_generic_rpc_handlers(
                 tuple(

@@ -18,6 +18,14 @@ sandbox_stopped    /tasks/exit, /tasks/delete               (pause killed: statu
 (2 s later)        /containers/delete for every container of the pod, as kubelet GC
 =================  ===================================================================
 
+The same state answers the CRI calls the agent makes on the same socket
+(simcluster/cri_api.py): each pod's sandbox, as containerd's CRI plugin keeps it
+(``SandboxRecord``): known to CRI from its start on (containerd adds a sandbox to
+its CRI store when RunPodSandbox returns, after the pause task started; before
+that PodSandboxStatus is NOT_FOUND), READY with the pod's IP while it runs (no IP
+and network namespace NODE for a hostNetwork pod), NOTREADY with no IP once
+stopped, and gone with its containers.
+
 Every envelope carries the runtime event's ``time_ns`` to the nanosecond, and
 TaskExit's ``exited_at`` is that same time. Containers keep their CRI labels
 (``io.kubernetes.pod.uid/name/namespace``, ``io.kubernetes.container.name``,
@@ -45,6 +53,7 @@ from dataclasses import dataclass, field
 from google.protobuf.message import Message
 
 from rtbench.containerd import containers_pb2, events_pb2, events_service_pb2, task_types_pb2
+from rtbench.cri import api_pb2 as cri
 
 from .containerd_filters import Filter, map_field
 from .errors import NotFound
@@ -142,6 +151,62 @@ class TaskRecord:
         return out
 
 
+@dataclass
+class SandboxRecord:
+    """A pod sandbox as containerd's CRI plugin reports it."""
+
+    id: str
+    pod_uid: str
+    name: str
+    namespace: str
+    labels: dict[str, str]
+    """The pod's labels and the kubelet's io.kubernetes.pod.* labels."""
+    handler: str
+    created_ns: int
+    started: bool = False
+    """CRI knows the sandbox only once it started (RunPodSandbox returned)."""
+    ready: bool = False
+    ip: str = ""
+    host_network: bool = False
+
+    def _metadata(self) -> cri.PodSandboxMetadata:
+        return cri.PodSandboxMetadata(name=self.name, uid=self.pod_uid, namespace=self.namespace)
+
+    def _state(self) -> cri.PodSandboxState:
+        return cri.SANDBOX_READY if self.ready else cri.SANDBOX_NOTREADY
+
+    def status(self) -> cri.PodSandboxStatus:
+        out = cri.PodSandboxStatus(
+            id=self.id,
+            metadata=self._metadata(),
+            state=self._state(),
+            created_at=self.created_ns,
+            labels=self.labels,
+            runtime_handler=self.handler,
+        )
+        out.network.ip = self.ip
+        out.linux.namespaces.options.network = cri.NODE if self.host_network else cri.POD
+        return out
+
+    def item(self) -> cri.PodSandbox:
+        return cri.PodSandbox(
+            id=self.id,
+            metadata=self._metadata(),
+            state=self._state(),
+            created_at=self.created_ns,
+            labels=self.labels,
+            runtime_handler=self.handler,
+        )
+
+    def matches(self, wanted: cri.PodSandboxFilter) -> bool:
+        """CRI's filter: id (a prefix, as containerd accepts), state, labels all equal."""
+        if wanted.id and not self.id.startswith(wanted.id):
+            return False
+        if wanted.HasField("state") and wanted.state.state != self._state():
+            return False
+        return all(self.labels.get(k) == v for k, v in wanted.label_selector.items())
+
+
 @dataclass(eq=False)
 class Subscription:
     """One Subscribe call: its filter and its queue (None ends the stream)."""
@@ -193,6 +258,7 @@ class NodeRuntime:
         self._describe = describe
         self.containers: dict[str, ContainerRecord] = {}
         self.tasks: dict[str, TaskRecord] = {}
+        self.sandboxes: dict[str, SandboxRecord] = {}
         self._pods: dict[str, PodInfo] = {}
         self._subscriptions: set[Subscription] = set()
         self._removals: set[asyncio.TimerHandle] = set()
@@ -209,16 +275,35 @@ class NodeRuntime:
             info = self._describe(event.pod_uid) or PodInfo({}, {}, "runc")
             self._pods[event.pod_uid] = info
             self._create(event, event.sandbox_id, "sandbox", PAUSE_IMAGE, info)
+            labels = {**info.labels, **_pod_labels(event)}
+            self.sandboxes[event.sandbox_id] = SandboxRecord(
+                event.sandbox_id,
+                event.pod_uid,
+                event.pod,
+                event.namespace,
+                labels,
+                info.handler,
+                event.time_ns,
+            )
         elif kind is RuntimeEventKind.CONTAINER_CREATED:
             info = self._pods.get(event.pod_uid) or PodInfo({}, {}, "runc")
             image = info.images.get(event.container or "", "")
             self._create(event, _bare(event.container_id), "container", image, info)
-        elif kind in (RuntimeEventKind.SANDBOX_STARTED, RuntimeEventKind.CONTAINER_STARTED):
-            cid = event.sandbox_id if kind is RuntimeEventKind.SANDBOX_STARTED else None
-            self._start(event, cid or _bare(event.container_id))
+        elif kind is RuntimeEventKind.SANDBOX_STARTED:
+            sandbox = self.sandboxes.get(event.sandbox_id)
+            if sandbox is not None:
+                sandbox.started = sandbox.ready = True
+                sandbox.ip = "" if event.host_network else event.ip or ""
+                sandbox.host_network = event.host_network
+            self._start(event, event.sandbox_id)
+        elif kind is RuntimeEventKind.CONTAINER_STARTED:
+            self._start(event, _bare(event.container_id))
         elif kind is RuntimeEventKind.CONTAINER_EXITED:
             self._exit(event, _bare(event.container_id), event.exit_code or 0)
         elif kind is RuntimeEventKind.SANDBOX_STOPPED:
+            sandbox = self.sandboxes.get(event.sandbox_id)
+            if sandbox is not None:
+                sandbox.ready, sandbox.ip = False, ""
             self._exit(event, event.sandbox_id, SANDBOX_EXIT_STATUS)
             for task in [t for t in self.tasks.values() if t.pod_uid == event.pod_uid]:
                 # A task that never got to run (start failed) goes with its pod.
@@ -230,14 +315,8 @@ class NodeRuntime:
 
     def _create(self, event: RuntimeEvent, cid: str, kind: str, image: str, info: PodInfo) -> None:
         labels = dict(info.labels) if kind == "sandbox" else {}
-        labels.update(
-            {
-                "io.kubernetes.pod.name": event.pod,
-                "io.kubernetes.pod.namespace": event.namespace,
-                "io.kubernetes.pod.uid": event.pod_uid,
-                "io.cri-containerd.kind": kind,
-            }
-        )
+        labels.update(_pod_labels(event))
+        labels["io.cri-containerd.kind"] = kind
         if kind == "container" and event.container:
             labels["io.kubernetes.container.name"] = event.container
         runtime = runtime_name(info.handler)
@@ -281,6 +360,8 @@ class NodeRuntime:
             for record in [c for c in self.containers.values() if c.pod_uid == pod_uid]:
                 del self.containers[record.id]
                 self._publish(now, "/containers/delete", events_pb2.ContainerDelete(id=record.id))
+            for sandbox in [s for s in self.sandboxes.values() if s.pod_uid == pod_uid]:
+                del self.sandboxes[sandbox.id]
 
         handle = loop.call_later(REMOVAL_DELAY, remove)
         self._removals.add(handle)
@@ -334,6 +415,19 @@ class NodeRuntime:
     def list_tasks(self, namespace: str) -> list[TaskRecord]:
         return list(self.tasks.values()) if namespace == NAMESPACE else []
 
+    def sandbox(self, sandbox_id: str) -> SandboxRecord:
+        """The sandbox CRI knows by this id; NotFound as containerd words it."""
+        record = self.sandboxes.get(sandbox_id)
+        if record is None or not record.started:
+            # The id is echoed cut short: a status message travels in a header, and a
+            # 100 kB id would turn NOT_FOUND into the client's RESOURCE_EXHAUSTED.
+            shown = sandbox_id if len(sandbox_id) <= 80 else f"{sandbox_id[:80]}..."
+            raise NotFound(f'an error occurred when try to find sandbox "{shown}": not found')
+        return record
+
+    def list_sandboxes(self, wanted: cri.PodSandboxFilter) -> list[SandboxRecord]:
+        return [s for s in self.sandboxes.values() if s.started and s.matches(wanted)]
+
     def close(self) -> None:
         """End every subscription and pending removal (the node is going away)."""
         self._closed = True
@@ -343,6 +437,15 @@ class NodeRuntime:
         for subscription in self._subscriptions:
             subscription.end()
         self._subscriptions.clear()
+
+
+def _pod_labels(event: RuntimeEvent) -> dict[str, str]:
+    """The labels the kubelet gives every sandbox and container of a pod."""
+    return {
+        "io.kubernetes.pod.name": event.pod,
+        "io.kubernetes.pod.namespace": event.namespace,
+        "io.kubernetes.pod.uid": event.pod_uid,
+    }
 
 
 def _bare(container_id: str | None) -> str:

@@ -3,9 +3,10 @@
 For each pod bound to the node a ``PodWorker`` walks the CRI steps with delays
 drawn from the pod's runtime profile (runtimeClassName → profile, none → runc),
 slowed by how many pods are starting on the node at once: sandbox created,
-sandbox started (the pod gets its loopback IP), then each container created and
-started (a real workload process). Every step is recorded with its ns wall-clock
-time in the cluster's runtime event log.
+sandbox started (the pod gets its loopback IP; a hostNetwork pod uses the node's),
+then each container created and started (a real workload process). Every step is
+recorded with its ns wall-clock time (and the sandbox's IP) in the cluster's
+runtime event log.
 
 What the API sees lags the way it does on a real node: container-state changes
 are published at the next PLEG relist (every ``pleg_period`` seconds, 0 = at
@@ -52,6 +53,8 @@ class PodWorker:
         self.namespace: str = md["namespace"]
         self.name: str = md["name"]
         self.restart_policy: str = pod["spec"].get("restartPolicy", "Always")
+        self.host_network = pod["spec"].get("hostNetwork") is True
+        """The pod's processes listen on the node's address, as hostNetwork pods do."""
         self.profile = kubelet.profile_for(pod)
         self.sandbox_id = secrets.token_hex(32)
         self.sandbox_created = False
@@ -82,6 +85,7 @@ class PodWorker:
         *,
         pid: int | None = None,
         exit_code: int | None = None,
+        ip: str | None = None,
     ) -> None:
         self.kubelet.events.record(
             kind,
@@ -94,6 +98,8 @@ class PodWorker:
             container_id=container.container_id if container else None,
             pid=pid,
             exit_code=exit_code,
+            ip=ip,
+            host_network=self.host_network if ip is not None else False,
         )
 
     def changed(self) -> None:
@@ -147,8 +153,11 @@ class PodWorker:
             self.sandbox_created = True
             self.record(RuntimeEventKind.SANDBOX_CREATED)
             await asyncio.sleep(self.draw("sandbox_start"))
-            self.ip = k.ips.allocate(c.port for c in self.containers)
-            self.record(RuntimeEventKind.SANDBOX_STARTED)
+            if self.host_network:
+                self.ip = k.node_ip
+            else:
+                self.ip = k.ips.allocate(c.port for c in self.containers)
+            self.record(RuntimeEventKind.SANDBOX_STARTED, ip=self.ip)
             self.changed()
             for container in self.containers:
                 tasks.append(
@@ -221,7 +230,7 @@ class PodWorker:
             stopped = processes.get(container)
             container.finish(stopped.exited.result() if stopped is not None else None)
         self.observed = [c.view() for c in self.containers]
-        if self.ip is not None:
+        if self.ip is not None and not self.host_network:
             self.kubelet.ips.release(self.ip)
         if self.sandbox_created:
             self.record(RuntimeEventKind.SANDBOX_STOPPED)

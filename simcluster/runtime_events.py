@@ -44,6 +44,10 @@ class RuntimeEvent:
     container_id: str | None = None
     pid: int | None = None
     exit_code: int | None = None
+    ip: str | None = None
+    """At sandbox_started: the pod's address (the node's own for a hostNetwork pod)."""
+    host_network: bool = False
+    """At sandbox_started: the sandbox shares the node's network namespace."""
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -72,6 +76,8 @@ class RuntimeEventLog:
         container_id: str | None = None,
         pid: int | None = None,
         exit_code: int | None = None,
+        ip: str | None = None,
+        host_network: bool = False,
         time_ns: int | None = None,
     ) -> RuntimeEvent:
         self._seq += 1
@@ -88,6 +94,8 @@ class RuntimeEventLog:
             container_id=container_id,
             pid=pid,
             exit_code=exit_code,
+            ip=ip,
+            host_network=host_network,
         )
         self._events.append(event)
         for queue in self._subscribers:

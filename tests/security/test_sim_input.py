@@ -18,6 +18,8 @@ import aiohttp
 import grpc
 
 from rtbench.containerd import containers_pb2, containers_pb2_grpc
+from rtbench.cri import api_pb2 as cri
+from rtbench.cri import api_pb2_grpc as cri_grpc
 from tests.security.wire import garbage_corpus, raw_exchange, raw_unary
 from tests.simcluster.conftest import start_sim_process, stop_sim_process
 
@@ -164,6 +166,23 @@ async def test_sim_http_and_containerd_corpus(workload_binary: Path, tmp_path: P
                 assert exc.code() == grpc.StatusCode.NOT_FOUND
             listed = await stub.List(containers_pb2.ListContainersRequest(), metadata=ns)
             assert listed is not None
+            # The CRI calls on the same socket: garbage, absurd ids and selectors.
+            code, details = await raw_unary(
+                channel, "/runtime.v1.RuntimeService/PodSandboxStatus", b"\xff\xff\x0f", None
+            )
+            assert code == grpc.StatusCode.INVALID_ARGUMENT, (code, details)
+            runtime = cri_grpc.RuntimeServiceStub(channel)
+            try:
+                huge = cri.PodSandboxStatusRequest(pod_sandbox_id="x" * 100_000)
+                await runtime.PodSandboxStatus(huge, timeout=30)
+                raise AssertionError("an unknown sandbox was found")
+            except grpc.aio.AioRpcError as exc:
+                assert exc.code() == grpc.StatusCode.NOT_FOUND
+            selector = cri.ListPodSandboxRequest()
+            selector.filter.label_selector.update({f"k{i}" * 50: "v" * 500 for i in range(200)})
+            selector.filter.state.state = 7  # type: ignore[assignment]  # no such state
+            none = await runtime.ListPodSandbox(selector, timeout=30)
+            assert list(none.items) == []
         assert sim.process.poll() is None
     finally:
         code = stop_sim_process(sim.process)
