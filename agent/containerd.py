@@ -64,6 +64,7 @@ __all__ = [
     "ContainerdUnavailable",
     "Decoded",
     "Subscription",
+    "call_error",
     "decode",
     "resolve_socket",
     "subscribe_filters",
@@ -191,7 +192,8 @@ def decode(envelope: events_service_pb2.Envelope) -> Decoded:
     )
 
 
-def _error(call: str, exc: grpc.aio.AioRpcError) -> ContainerdError:
+def call_error(call: str, exc: grpc.aio.AioRpcError) -> ContainerdError:
+    """The ContainerdError of a failed call: unreachable (retry soon) or failed."""
     code = exc.code()
     text = f"containerd {call}: {code.name if code else 'UNKNOWN'} {exc.details() or ''}".strip()
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
@@ -211,7 +213,7 @@ class Subscription:
             async for envelope in self._call:
                 yield envelope
         except grpc.aio.AioRpcError as exc:
-            raise _error("Subscribe", exc) from exc
+            raise call_error("Subscribe", exc) from exc
         raise ContainerdUnavailable("containerd ended the event stream")
 
     def cancel(self) -> None:
@@ -281,7 +283,7 @@ class ContainerdClient:
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.NOT_FOUND:
                 return None
-            raise _error("Containers/Get", exc) from exc
+            raise call_error("Containers/Get", exc) from exc
         container: containers_pb2.Container = reply.container
         return container
 
@@ -294,7 +296,7 @@ class ContainerdClient:
                 timeout=CALL_TIMEOUT_S,
             )
         except grpc.aio.AioRpcError as exc:
-            raise _error("Containers/List", exc) from exc
+            raise call_error("Containers/List", exc) from exc
         return list(reply.containers)
 
     async def list_tasks(self) -> list[task_types_pb2.Process]:
@@ -305,5 +307,5 @@ class ContainerdClient:
                 tasks_pb2.ListTasksRequest(), metadata=self._metadata, timeout=CALL_TIMEOUT_S
             )
         except grpc.aio.AioRpcError as exc:
-            raise _error("Tasks/List", exc) from exc
+            raise call_error("Tasks/List", exc) from exc
         return list(reply.tasks)

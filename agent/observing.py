@@ -8,8 +8,13 @@ a pod becoming ready or answering also ask the sampler for a node sample. Unless
 ``containerd_socket`` is off, the runtime-event reader (runtimeevents.py) adds
 containerd's sandbox and container phases for the pods the tracker knows; the
 tracker tells it when a pod becomes known, and its container starts hint the
-prober. All loops run as named tasks under one TaskGroup in ``run()``; a task
-that dies is logged by its name and ends ``run()``.
+prober. It also asks CRI for each started sandbox's address (podaddresses.py):
+the prober probes a pod at the address the runtime gave as soon as the watch
+knows the pod (port and path come from the pod's spec), at the node's own
+address for a hostNetwork pod, and at the API's podIP only when the runtime
+gave none (no containerd, or no CRI on its socket). All loops run as named
+tasks under one TaskGroup in ``run()``; a task that dies is logged by its name
+and ends ``run()``.
 
 ``ObserveSettings`` holds the observers' settings; ``__post_init__`` checks them
 without I/O, so a bad value stops the agent before it connects anywhere.
@@ -35,6 +40,7 @@ import json
 import logging
 import math
 import re
+from collections import OrderedDict
 from collections.abc import Coroutine
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -47,10 +53,20 @@ from rtbench.v1 import agent_pb2, events_pb2
 
 from .errors import AgentError, ConfigError, TaskDied
 from .outbox import Outbox
+from .podaddresses import PodAddress
 from .probing import Prober
 from .resources import ResourceSampler, SampleOnMilestones, local_facts
 from .runtimeevents import RuntimeEvents
-from .transitions import Obj, PodTracker, Stamp
+from .runtimephases import remember
+from .transitions import (
+    ADDRESS_FROM_CRI,
+    ADDRESS_FROM_NODE,
+    Obj,
+    PodTracker,
+    ProbeTarget,
+    Stamp,
+    TrackedPod,
+)
 from .watching import PodWatcher
 
 __all__ = ["NodeObserver", "ObserveConfigError", "ObserveSettings"]
@@ -251,11 +267,14 @@ class NodeObserver:
                 socket=settings.containerd_socket,
                 namespace=settings.containerd_namespace,
                 on_started=self.prober.hint_started,
+                on_address=self.on_address,
             )
             counters = self.runtime.counters
             self.prober.start_hints = lambda: counters.connected
         self._local: agent_pb2.NodeFacts | None = None
         self._node_info: Obj | None = None
+        self._addresses: OrderedDict[str, PodAddress] = OrderedDict()
+        """The runtime's address of each pod's sandbox (CRI), by pod UID."""
 
     @property
     def tracked_pods(self) -> int:
@@ -346,17 +365,46 @@ class NodeObserver:
         if tracked is None:
             self.prober.forget(uid)
             self.sampler.forget(uid)
+            self._addresses.pop(uid, None)
         elif tracked.deleting:
             self.prober.forget(uid)
-        elif tracked.target is not None:
-            self.prober.track(
-                tracked.ref,
-                tracked.target,
-                tracked.first_sight.wall_ns,
-                late_since_ns=tracked.late_since_ns,
-            )
+        else:
+            address = self._addresses.get(uid)
+            if address is not None:
+                self.prober.hint_sandbox(uid, address.sandbox_started_ns)
+            target = self._target(tracked, address)
+            if target is not None:
+                self.prober.track(
+                    tracked.ref,
+                    target,
+                    tracked.first_sight.wall_ns,
+                    late_since_ns=tracked.late_since_ns,
+                )
             if started:
                 self.prober.hint_started(uid)
+
+    def on_address(self, address: PodAddress) -> None:
+        """The runtime reported where a pod's sandbox can be reached (a CRI lookup)."""
+        remember(self._addresses, address.pod_uid, address)
+        if self.tracker.get(address.pod_uid) is not None:
+            self._follow(address.pod_uid, started=False)
+
+    def _target(self, tracked: TrackedPod, address: PodAddress | None) -> ProbeTarget | None:
+        """Where to probe: the runtime's address when it gave one, else the API's podIP."""
+        if address is not None:
+            if not address.host_network:
+                return ProbeTarget(address.ip, tracked.port, tracked.path, ADDRESS_FROM_CRI)
+            node_ip = tracked.host_ip or self._node_address()
+            if node_ip:
+                return ProbeTarget(node_ip, tracked.port, tracked.path, ADDRESS_FROM_NODE)
+        return tracked.target
+
+    def _node_address(self) -> str:
+        """The node's InternalIP from the Node object (read at start), "" before that."""
+        for entry in (self._node_info or {}).get("addresses") or []:
+            if isinstance(entry, dict) and entry.get("type") == "InternalIP":
+                return str(entry.get("address") or "")
+        return ""
 
     def _known_ref(self, uid: str) -> events_pb2.PodRef | None:
         tracked = self.tracker.get(uid)

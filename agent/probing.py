@@ -31,13 +31,20 @@ unless the pod was first seen in a list (``late_since_ns``: its history went
 unwatched), when the app may have answered long before: the bracket then starts
 at the pod's creation (``before_first_sight``) and the event is marked
 ``seen_late``, which keeps it out of latencies.
-When containerd reported one of the pod's containers started (``hint_started``
-with its time), the app cannot have answered before that: a bracket starting
-earlier (a sparse attempt long before the start) is cut to begin there,
-``bracket_start_source=container_start``. containerd's word can arrive a few ms
-after the app already answered, so while a containerd reader is connected
-(``start_hints``) a first response without a start yet is held back up to
-``START_HINT_WAIT_S`` for it.
+The app cannot answer before its pod's sandbox started, nor before its
+container started. containerd reports both (``hint_sandbox``, ``hint_started``
+with their times), and a bracket starting earlier (no failed attempt since, or
+a sparse one long before) is cut to begin at the later of them:
+``bracket_start_source=sandbox_started`` or ``container_start``. Hints that
+arrive before the pod is tracked (its address not known yet) are kept and
+applied when tracking begins, so a start seen early is never lost. containerd's
+container start can arrive a few ms after the app already answered, so while a
+containerd reader is connected (``start_hints``) a first response without a
+start yet is held back up to ``START_HINT_WAIT_S`` for it. Where the pod's
+address came from is in ``address_source``: the runtime (``cri``, or
+``cri_host_network`` for the node's own address), or the pod's status in the
+API (``api_pod_ip``: published after a relist, so the first attempt often
+succeeds at once and the bracket reaches back to a start).
 
 Scheduling: one loop serves all pods from two earliest-deadline-first heaps,
 pods still waiting for their first response before pods already answering. It
@@ -57,6 +64,7 @@ import asyncio
 import errno
 import heapq
 import socket
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -132,6 +140,8 @@ class _Pod:
         self.last_ok_start_ns = 0
         self.not_before_ns = 0
         """Earliest container start containerd reported for the pod; 0: none."""
+        self.sandbox_started_ns = 0
+        """containerd's start of the pod's sandbox; 0: not known."""
         self.held: _Bracket | None = None
         """The first response, while it waits for containerd's container start."""
         self.outage = False
@@ -148,6 +158,16 @@ class _Pod:
 START_HINT_WAIT_S = 0.1
 """How long a first response waits for containerd's container start (normally a few ms
 behind the start) before it is reported without that bound."""
+EARLY_MAX = 16_384
+"""Pods whose start hints are kept while they are not tracked yet (oldest out first)."""
+
+
+@dataclass
+class _Early:
+    """Start hints of a pod that is not tracked yet (no address yet)."""
+
+    container_start_ns: int = 0
+    sandbox_started_ns: int = 0
 
 
 @dataclass
@@ -182,6 +202,7 @@ class Prober:
         """Whether container starts are coming from containerd now (set by the observer)."""
         self.start_hint_wait_s = START_HINT_WAIT_S
         self._held: set[str] = set()
+        self._early: OrderedDict[str, _Early] = OrderedDict()
 
     @property
     def probing(self) -> int:
@@ -207,15 +228,41 @@ class Prober:
             return
         pod = _Pod(ref, target, first_sight_ns, late_since_ns)
         pod.interval = self._s.probe_first_interval_s
+        early = self._early.pop(ref.uid, None)
+        if early is not None:
+            pod.not_before_ns = early.container_start_ns
+            pod.sandbox_started_ns = early.sandbox_started_ns
         self._pods[ref.uid] = pod
         self._schedule(pod, 0.0)
+
+    def _early_hints(self, uid: str) -> _Early:
+        early = self._early.get(uid)
+        if early is None:
+            early = self._early[uid] = _Early()
+            while len(self._early) > EARLY_MAX:
+                self._early.popitem(last=False)
+        return early
+
+    def hint_sandbox(self, uid: str, started_ns: int) -> None:
+        """The pod's sandbox started then (containerd's time): nothing of the pod answered
+        before. Kept until the pod is tracked."""
+        if started_ns <= 0:
+            return
+        pod = self._pods.get(uid)
+        if pod is None:
+            self._early_hints(uid).sandbox_started_ns = started_ns
+        elif not pod.sandbox_started_ns:
+            pod.sandbox_started_ns = started_ns
 
     def hint_started(self, uid: str, started_ns: int = 0) -> None:
         """A container started: the listen is near, so probe densely again. With the
         start's time (containerd's, a lower bound), the first response is not put
-        before it."""
+        before it. A start of a pod not tracked yet is kept until it is."""
         pod = self._pods.get(uid)
         if pod is None:
+            if started_ns > 0:
+                early = self._early_hints(uid)
+                early.container_start_ns = min(early.container_start_ns or started_ns, started_ns)
             return
         if started_ns > 0:
             pod.not_before_ns = min(pod.not_before_ns or started_ns, started_ns)
@@ -228,6 +275,7 @@ class Prober:
 
     def forget(self, uid: str) -> None:
         """Stop probing (deletion requested, or gone)."""
+        self._early.pop(uid, None)
         pod = self._pods.pop(uid, None)
         if pod is not None:
             self._report_first_response(pod)
@@ -464,6 +512,7 @@ class Prober:
                 "response_ns": str(attempt.end_ns),
                 "pod_ip": pod.target.ip,
                 "port": str(pod.target.port),
+                "address_source": pod.target.source,
             },
         )
         if pod.not_before_ns or self.start_hints is None or not self.start_hints():
@@ -482,8 +531,14 @@ class Prober:
         if bracket is None:
             return
         start, end, source = bracket.start, bracket.end, bracket.source
-        if start < pod.not_before_ns <= end:
-            start, source = pod.not_before_ns, "container_start"
+        # The tightest lower bound the runtime gave: nothing answers before its sandbox
+        # started, and the app not before its container started (the later of the two).
+        for bound, name in (
+            (pod.sandbox_started_ns, "sandbox_started"),
+            (pod.not_before_ns, "container_start"),
+        ):
+            if start < bound <= end:
+                start, source = bound, name
         # The midpoint, ± half the width: the estimate that is never further than
         # that from the moment the app became reachable, wherever in the bracket it was.
         half = (end - start + 1) // 2

@@ -20,7 +20,9 @@ without those labels (``ctr run`` by hand, Docker) and other namespaces are
 ignored; exits of exec'd processes too.
 
 The labels come from ``Containers/Get``, once per container (cached until
-``/containers/delete``). Joining observations to the watch's pods (held until
+``/containers/delete``). Every sandbox start also asks CRI, on the same socket,
+for the pod's address, so the prober starts before the app can answer
+(agent/podaddresses.py; ``on_address``). Joining observations to the watch's pods (held until
 the watch sees the pod, dropped after a limit, once each) is
 agent/runtimephases.py. The envelopes are handled one at a time, in order, by
 one task, fed by the stream reader: what arrived before a lost connection is
@@ -100,6 +102,7 @@ from rtbench.v1 import events_pb2 as rt
 
 from . import containerd as ctd
 from .outbox import Outbox
+from .podaddresses import PodAddress, SandboxAddresses
 from .runtimephases import (
     HOLD_MAX,
     HOLD_S,
@@ -173,6 +176,7 @@ class RuntimeEvents:
         socket: str,
         namespace: str,
         on_started: Callable[[str, int], None] | None = None,
+        on_address: Callable[[PodAddress], None] | None = None,
         hold_s: float = HOLD_S,
         hold_max: int = HOLD_MAX,
         max_uncertainty_ns: int = RECOVERED_MAX_UNCERTAINTY_NS,
@@ -186,6 +190,8 @@ class RuntimeEvents:
         self._phases = PhaseEmitter(
             outbox, pods, self.counters, on_started=on_started, hold_s=hold_s, hold_max=hold_max
         )
+        self.addresses = SandboxAddresses(on_address) if on_address is not None else None
+        """CRI lookups of each started sandbox's address; None: not wanted."""
         self._containers: OrderedDict[str, CriContainer | None] = OrderedDict()
         self._covered_ns = 0
         """Up to when the last connection surely delivered every event (0: never connected)."""
@@ -267,6 +273,10 @@ class RuntimeEvents:
                     group.create_task(self._read(subscription, queue), name="containerd stream")
                     group.create_task(self._settle(queue, settle), name="containerd settle")
                     group.create_task(self._consume(client, queue), name="containerd handle")
+                    if self.addresses is not None:
+                        group.create_task(
+                            self.addresses.serve(client, socket), name="containerd cri"
+                        )
                     await hold_group_open()
             except BaseExceptionGroup as failed:
                 if len(failed.exceptions) == 1 and isinstance(failed.exceptions[0], Exception):
@@ -357,6 +367,8 @@ class RuntimeEvents:
             self.counters.ignored += 1
             return
         phase = _PHASES.get((event.topic, info.kind))
+        if phase == rt.PHASE_SANDBOX_STARTED and self.addresses is not None:
+            self.addresses.sandbox_started(cid, info.pod_uid, time_ns)
         if phase is not None:
             self._phases.offer(Observation(info, phase, time_ns, 0, attributes))
 

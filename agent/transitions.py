@@ -79,6 +79,9 @@ from typing import Any, NamedTuple
 from rtbench.v1 import events_pb2
 
 __all__ = [
+    "ADDRESS_FROM_API",
+    "ADDRESS_FROM_CRI",
+    "ADDRESS_FROM_NODE",
     "CAUGHT_UP",
     "FAILURE_REASONS",
     "LATE_REASON",
@@ -91,6 +94,7 @@ __all__ = [
     "Stamp",
     "TrackedPod",
     "parse_time_ns",
+    "probe_endpoint",
     "probe_target",
 ]
 
@@ -133,13 +137,23 @@ class Stamp(NamedTuple):
     mono_ns: int
 
 
+ADDRESS_FROM_API = "api_pod_ip"
+"""A probe address taken from the pod's status in the API (published after a relist)."""
+ADDRESS_FROM_CRI = "cri"
+"""A probe address the runtime reported for the pod's sandbox (CRI PodSandboxStatus)."""
+ADDRESS_FROM_NODE = "cri_host_network"
+"""The node's own address, for a pod whose sandbox CRI reported in the node's network."""
+
+
 @dataclass(frozen=True)
 class ProbeTarget:
-    """Where the prober reaches a pod's HTTP server."""
+    """Where the prober reaches a pod's HTTP server, and where the address came from."""
 
     ip: str
     port: int
     path: str
+    source: str = ADDRESS_FROM_API
+    """ADDRESS_FROM_API, ADDRESS_FROM_CRI or ADDRESS_FROM_NODE."""
 
 
 @dataclass
@@ -151,6 +165,14 @@ class TrackedPod:
     last_seen: Stamp
     """When the latest object of this pod arrived."""
     target: ProbeTarget | None = None
+    """The probe address from the pod's status in the API (its podIP); None until published."""
+    port: int = 0
+    """The probe port and path (annotation, first TCP containerPort, default): known from
+    the first object on, so an address from the runtime can be probed before the API has one."""
+    path: str = "/"
+    host_network: bool = False
+    host_ip: str = ""
+    """The node's address as the pod's status gives it (status.hostIP), once published."""
     deleting: bool = False
     emitted: set[tuple[int, str, str]] = field(default_factory=set)
     """(phase, container, key) of every event emitted for this pod."""
@@ -182,11 +204,17 @@ def parse_time_ns(value: Any) -> int:
 
 
 def probe_target(pod: Obj, default_port: int, default_path: str) -> ProbeTarget | None:
-    """The pod's probe address: annotation, else first TCP containerPort, else the default."""
-    status = pod.get("status") or {}
-    ip = status.get("podIP")
+    """The pod's probe address from its status in the API; None before its podIP is there."""
+    ip = (pod.get("status") or {}).get("podIP")
     if not isinstance(ip, str) or not ip:
         return None
+    port, path = probe_endpoint(pod, default_port, default_path)
+    return ProbeTarget(ip, port, path)
+
+
+def probe_endpoint(pod: Obj, default_port: int, default_path: str) -> tuple[int, str]:
+    """The pod's probe port and path: annotation, else first TCP containerPort, else the
+    default (the path: annotation, else the default)."""
     annotations = (pod.get("metadata") or {}).get("annotations") or {}
     port = _port(annotations.get(PROBE_PORT_ANNOTATION))
     if port is None:
@@ -200,7 +228,7 @@ def probe_target(pod: Obj, default_port: int, default_path: str) -> ProbeTarget 
     path = annotations.get(PROBE_PATH_ANNOTATION)
     if not isinstance(path, str) or not path.startswith("/"):
         path = default_path
-    return ProbeTarget(ip, port if port is not None else default_port, path)
+    return (port if port is not None else default_port), path
 
 
 def _port(value: Any) -> int | None:
@@ -409,7 +437,15 @@ class PodTracker:
                 api_ns=requested,
                 attributes={"grace_period_s": str(grace)} if grace is not None else None,
             )
-        tracked.target = probe_target(pod, self.default_port, self.default_path)
+        target = tracked.target = probe_target(pod, self.default_port, self.default_path)
+        tracked.port, tracked.path = (
+            (target.port, target.path)
+            if target is not None
+            else probe_endpoint(pod, self.default_port, self.default_path)
+        )
+        tracked.host_network = (pod.get("spec") or {}).get("hostNetwork") is True
+        host_ip = status.get("hostIP")
+        tracked.host_ip = host_ip if isinstance(host_ip, str) else ""
         tracked.last_seen = stamp
         return tracked, out
 

@@ -7,7 +7,12 @@ without the ``/tasks/exit`` before it. ``FakeContainerd`` serves the four calls
 the reader makes (``Events/Subscribe``, ``Containers/Get|List``,
 ``Tasks/List``) over real gRPC on a unix socket, from containers, tasks and
 envelopes the test sets; everything else about containerd is tested against
-the real one (tests/agent/containerd.py).
+the real one (tests/agent/containerd.py). With ``cri=True`` it also serves the
+CRI calls of the address lookups (``FakeCri``: Version, PodSandboxStatus,
+ListPodSandbox) from sandbox statuses the test sets, NOT_FOUND for a sandbox's
+first ``not_found`` lookups, as containerd answers until RunPodSandbox returns;
+without it, those calls are UNIMPLEMENTED, as on a containerd whose CRI plugin is
+disabled.
 """
 
 from __future__ import annotations
@@ -31,8 +36,10 @@ from rtbench.containerd import (
     tasks_pb2,
     tasks_pb2_grpc,
 )
+from rtbench.cri import api_pb2 as cri_pb2
+from rtbench.cri import api_pb2_grpc as cri_grpc
 
-__all__ = ["FakeContainerd", "cri_container", "envelope"]
+__all__ = ["FakeContainerd", "FakeCri", "cri_container", "envelope", "sandbox_status"]
 
 
 def cri_container(cid: str, uid: str, kind: str, created_ns: int) -> containers_pb2.Container:
@@ -59,6 +66,58 @@ def envelope(topic: str, payload: Message, published_ns: int = 0) -> events_serv
     return out
 
 
+def sandbox_status(
+    sandbox_id: str, uid: str, ip: str, *, host_network: bool = False
+) -> cri_pb2.PodSandboxStatus:
+    """A ready sandbox as CRI reports it."""
+    status = cri_pb2.PodSandboxStatus(id=sandbox_id, state=cri_pb2.SANDBOX_READY)
+    status.metadata.uid, status.metadata.name, status.metadata.namespace = uid, "p", "default"
+    status.labels["io.kubernetes.pod.uid"] = uid
+    status.network.ip = ip
+    status.linux.namespaces.options.network = cri_pb2.NODE if host_network else cri_pb2.POD
+    return status
+
+
+class FakeCri(cri_grpc.RuntimeServiceServicer):
+    """The CRI calls of the address lookups, from ``sandboxes``."""
+
+    def __init__(self) -> None:
+        self.sandboxes: dict[str, cri_pb2.PodSandboxStatus] = {}
+        self.not_found: dict[str, int] = {}
+        """Sandbox id -> how many more lookups get NOT_FOUND before its status."""
+        self.lookups: dict[str, int] = {}
+
+    async def Version(
+        self, request: cri_pb2.VersionRequest, context: grpc.aio.ServicerContext
+    ) -> cri_pb2.VersionResponse:
+        return cri_pb2.VersionResponse(
+            version="0.1.0", runtime_name="fake", runtime_version="1", runtime_api_version="v1"
+        )
+
+    async def PodSandboxStatus(
+        self, request: cri_pb2.PodSandboxStatusRequest, context: grpc.aio.ServicerContext
+    ) -> cri_pb2.PodSandboxStatusResponse:
+        sid = request.pod_sandbox_id
+        self.lookups[sid] = self.lookups.get(sid, 0) + 1
+        if self.not_found.get(sid, 0) > 0:
+            self.not_found[sid] -= 1
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"sandbox {sid} not found")
+        found = self.sandboxes.get(sid)
+        if found is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"sandbox {sid} not found")
+        return cri_pb2.PodSandboxStatusResponse(status=found)
+
+    async def ListPodSandbox(
+        self, request: cri_pb2.ListPodSandboxRequest, context: grpc.aio.ServicerContext
+    ) -> cri_pb2.ListPodSandboxResponse:
+        items = [
+            cri_pb2.PodSandbox(id=s.id, metadata=s.metadata, state=s.state, labels=s.labels)
+            for s in self.sandboxes.values()
+            if not request.filter.HasField("state") or request.filter.state.state == s.state
+        ]
+        return cri_pb2.ListPodSandboxResponse(items=items)
+
+
 class FakeContainerd(
     events_service_pb2_grpc.EventsServicer,
     containers_pb2_grpc.ContainersServicer,
@@ -66,7 +125,7 @@ class FakeContainerd(
 ):
     """The reader's four calls on a unix socket; an async context manager."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, cri: bool = False) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="rtb-fctd-", dir="/tmp"))
         self.socket = self.dir / "containerd.sock"
         self.containers: dict[str, containers_pb2.Container] = {}
@@ -82,6 +141,9 @@ class FakeContainerd(
         events_service_pb2_grpc.add_EventsServicer_to_server(self, self._server)
         containers_pb2_grpc.add_ContainersServicer_to_server(self, self._server)
         tasks_pb2_grpc.add_TasksServicer_to_server(self, self._server)
+        self.cri = FakeCri()
+        if cri:
+            cri_grpc.add_RuntimeServiceServicer_to_server(self.cri, self._server)
         self._server.add_insecure_port(f"unix:{self.socket}")
 
     async def __aenter__(self) -> FakeContainerd:

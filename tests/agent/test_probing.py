@@ -368,3 +368,51 @@ async def test_a_silent_server_times_out_and_forgetting_stops(
     stopped_at = server.connections
     await asyncio.sleep(0.5)
     assert server.connections == stopped_at and probe.probing == 0
+
+
+async def test_starts_seen_before_tracking_bound_the_first_response(
+    prober: tuple[Start, RecordingOutbox], servers: list[CountingServer], wait_for: WaitFor
+) -> None:
+    """containerd's sandbox and container starts can arrive before the pod is tracked (its
+    address not known yet): they are kept, and a first attempt that succeeds at once is
+    bracketed from the latest of them, not from the pod's first sight."""
+    start, outbox = prober
+    probe = start()
+    first_sight = wall_ns() - 2_000_000_000
+    sandbox, container = wall_ns() - 30_000_000, wall_ns() - 10_000_000
+    probe.hint_sandbox("uid-0", sandbox)
+    probe.hint_started("uid-0", container)
+    probe.hint_sandbox("uid-1", sandbox)
+    probe.hint_started("uid-2", container)
+    probe.forget("uid-2")  # deleted before it was tracked: its hints go with it
+    for index in range(3):
+        server = await CountingServer(address(index), status=200).start()
+        servers.append(server)
+        probe.track(ref(index), server.target, first_sight)
+    await wait_for(lambda: len(events(outbox, P.PHASE_FIRST_RESPONSE)) == 3)
+    found = {e.pod.uid: e for e in events(outbox, P.PHASE_FIRST_RESPONSE)}
+    expected = {
+        "uid-0": ("container_start", container),
+        "uid-1": ("sandbox_started", sandbox),
+        "uid-2": ("first_sight", first_sight),
+    }
+    for uid, (source, begin) in expected.items():
+        event = found[uid]
+        assert event.attributes["bracket_start_source"] == source, uid
+        assert int(event.attributes["bracket_start_ns"]) == begin, uid
+        assert event.attributes["address_source"] == "api_pod_ip"
+        end = int(event.attributes["bracket_end_ns"])
+        assert event.uncertainty_ns == (end - begin + 1) // 2
+
+
+async def test_the_address_source_is_reported(
+    prober: tuple[Start, RecordingOutbox], servers: list[CountingServer], wait_for: WaitFor
+) -> None:
+    start, outbox = prober
+    probe = start()
+    server = await CountingServer(address(0), status=200).start()
+    servers.append(server)
+    probe.track(ref(0), ProbeTarget(server.ip, server.port, "/", "cri"), wall_ns())
+    (event,) = await wait_for(lambda: events(outbox, P.PHASE_FIRST_RESPONSE))
+    assert event.attributes["address_source"] == "cri"
+    assert event.attributes["pod_ip"] == server.ip

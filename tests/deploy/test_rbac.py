@@ -7,8 +7,11 @@ the environment the agent chart gives them and a kubeconfig holding their own
 bearer token (the sim tells clients apart by token), through a whole workload run
 of the workload chart's Deployment: pods start, answer and become ready, every
 watch is cut and the history compacted (so the agent reconnects and lists
-again), the Deployment is deleted and the pods go. The set of (verb, API group,
-resource) the agents used must equal the ClusterRole the chart renders.
+again), the Deployment is deleted and the pods go. Each agent also reads its
+node's containerd socket (the simulator's), events and CRI for pod addresses, as
+on a K3s node: what the runtime answers needs no Kubernetes permission. The set
+of (verb, API group, resource) the agents used must equal the ClusterRole the
+chart renders.
 
 The mapping of requests to verbs, which the proof rests on, is checked against
 the apiserver's own rules first.
@@ -21,7 +24,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,13 +41,21 @@ from simcluster.kubeconfig import kubeconfig
 from tests.agent.fake_collector import FakeCollector
 from tests.conftest import wait_until
 from tests.deploy.helm import CHARTS, render
-from tests.simcluster.conftest import as_body
+from tests.simcluster.conftest import as_body, running_sim, socket_dir
 
 AGENT = Path(sys.executable).parent / "agent"
 TOKEN = "agent-service-account-token"
 """Each agent gets TOKEN-<node>, so the record tells the two agents apart."""
 NODES = ("sim-node-1", "sim-node-2")
 REPLICAS = 4
+__all__ = ["socket_dir"]
+
+
+@pytest.fixture
+async def sim(workload_binary: Path, tmp_path: Path, socket_dir: Path) -> AsyncIterator[SimCluster]:
+    """The deploy tests' cluster, with a containerd socket (events and CRI) per node."""
+    async with running_sim(workload_binary, tmp_path, containerd_dir=socket_dir) as cluster:
+        yield cluster
 
 
 @pytest.mark.parametrize(
@@ -143,10 +154,14 @@ def spawn_agent(
     path = tmp_path / f"{node}.kubeconfig"
     path.write_text(yaml.safe_dump(config))
     argv = [str(AGENT), "run", "--kubeconfig", str(path), "--state-dir", str(tmp_path / node)]
+    # The chart mounts the node's containerd socket directory; here, the simulator's socket.
+    env = {
+        **environ,
+        NODE_ENV: node,
+        "RTBENCH_AGENT_CONTAINERD_SOCKET": str(sim.containerd_socket(node)),
+    }
     with open(tmp_path / f"{node}.err", "wb") as err:
-        return subprocess.Popen(
-            argv, env={**environ, NODE_ENV: node}, stdout=subprocess.DEVNULL, stderr=err
-        )
+        return subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=err)
 
 
 async def _exit_code(process: subprocess.Popen[bytes]) -> int:
@@ -186,6 +201,10 @@ async def test_the_agents_calls_are_exactly_its_cluster_role(
             return len(pods_with(events_pb2.PHASE_FIRST_RESPONSE) & ready) == REPLICAS
 
         await wait_until(answered_and_ready, within=120, what="every pod answered and ready")
+        # Probed at the addresses CRI gave, with containerd's phases: the runtime was read.
+        answers = [e for e in fake.events() if e.phase == events_pb2.PHASE_FIRST_RESPONSE]
+        assert {e.attributes["address_source"] for e in answers} == {"cri"}
+        assert len(pods_with(events_pb2.PHASE_SANDBOX_STARTED)) == REPLICAS
 
         def lists() -> dict[str, int]:
             return {

@@ -2,6 +2,9 @@
 
 - ``sim``: an in-process ``SimCluster`` (2 nodes, port 0, fast PLEG) with a
   kubeconfig in tmp_path (``sim.kubeconfig``); stopped after the test.
+  ``running_sim(workload, tmp_path, **overrides)`` is the same as a context
+  manager, for modules whose ``sim`` needs other settings (containerd sockets in
+  ``socket_dir``, a short directory under /tmp, or another relist).
 - ``sim_process``: ``rtbench-sim`` run as a subprocess from the venv, its ready
   line parsed into a ``SimProcess`` (url, kubeconfig, pid); terminated after.
 - ``api``: a kubernetes-asyncio ApiClient loaded from ``sim``'s kubeconfig.
@@ -14,12 +17,15 @@ from tests/conftest.py.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import select
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -41,24 +47,47 @@ T = TypeVar("T")
 WaitFor = Callable[..., Awaitable[Any]]
 
 
-@pytest.fixture
-async def sim(workload_binary: Path, tmp_path: Path) -> AsyncIterator[SimCluster]:
-    cluster = SimCluster(
-        nodes=2,
-        pleg_period=0.05,
-        seed=7,
-        workload=workload_binary,
-        state_dir=tmp_path / "state",
-        bookmark_interval=0.3,
-        crashloop_backoff=0.3,
-        crashloop_backoff_max=1.0,
-    )
+@contextlib.asynccontextmanager
+async def running_sim(
+    workload: Path, tmp_path: Path, **overrides: Any
+) -> AsyncIterator[SimCluster]:
+    """A started SimCluster (the ``sim`` fixture's settings, with ``overrides``), its
+    kubeconfig in tmp_path; stopped on exit."""
+    settings: dict[str, Any] = {
+        "nodes": 2,
+        "pleg_period": 0.05,
+        "seed": 7,
+        "workload": workload,
+        "state_dir": tmp_path / "state",
+        "bookmark_interval": 0.3,
+        "crashloop_backoff": 0.3,
+        "crashloop_backoff_max": 1.0,
+        **overrides,
+    }
+    cluster = SimCluster(**settings)
     await cluster.start()
     cluster.write_kubeconfig(tmp_path / "kubeconfig")
     try:
         yield cluster
     finally:
         await cluster.stop()
+
+
+@pytest.fixture
+async def sim(workload_binary: Path, tmp_path: Path) -> AsyncIterator[SimCluster]:
+    async with running_sim(workload_binary, tmp_path) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def socket_dir() -> Iterator[Path]:
+    """A directory for containerd sockets: not under tmp_path, whose paths can pass the
+    107-byte unix socket limit."""
+    path = Path(tempfile.mkdtemp(prefix="rtb-ctd-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

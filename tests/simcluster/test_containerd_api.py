@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -50,7 +48,15 @@ from tests.collector.conftest import CollectorProcess, start_collector
 from tests.conftest import wait_until
 from tests.pipeline.test_pipeline import rtctl_clock
 
-from .conftest import BIN, SimProcess, WaitFor, as_body, start_sim_process, stop_sim_process
+from .conftest import (
+    BIN,
+    SimProcess,
+    WaitFor,
+    as_body,
+    running_sim,
+    start_sim_process,
+    stop_sim_process,
+)
 from .test_watch import pod
 
 NS = (("containerd-namespace", "k8s.io"),)
@@ -85,32 +91,10 @@ def bare(container_id: str | None) -> str:
 
 
 @pytest.fixture
-def socket_dir() -> Iterator[Path]:
-    # Not under tmp_path: pytest's paths can pass the 107-byte unix socket limit.
-    path = Path(tempfile.mkdtemp(prefix="rtb-ctd-"))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture
 async def sim(workload_binary: Path, tmp_path: Path, socket_dir: Path) -> AsyncIterator[SimCluster]:
     """The simcluster ``sim`` fixture with containerd sockets."""
-    cluster = SimCluster(
-        nodes=2,
-        pleg_period=0.05,
-        seed=7,
-        workload=workload_binary,
-        state_dir=tmp_path / "state",
-        containerd_dir=socket_dir,
-    )
-    await cluster.start()
-    cluster.write_kubeconfig(tmp_path / "kubeconfig")
-    try:
+    async with running_sim(workload_binary, tmp_path, containerd_dir=socket_dir) as cluster:
         yield cluster
-    finally:
-        await cluster.stop()
 
 
 class Stream:

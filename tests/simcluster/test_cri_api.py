@@ -26,11 +26,9 @@ from simcluster.containerd_state import REMOVAL_DELAY, NodeRuntime
 from simcluster.errors import NotFound
 from simcluster.runtime_events import RuntimeEvent, RuntimeEventKind
 
-from .conftest import WaitFor, as_body
-from .test_containerd_api import channel_to, pod_events, socket_dir
+from .conftest import WaitFor, as_body, running_sim
+from .test_containerd_api import channel_to, pod_events
 from .test_watch import pod
-
-__all__ = ["socket_dir"]
 
 NODE = "sim-node-1"
 
@@ -38,20 +36,9 @@ NODE = "sim-node-1"
 @pytest.fixture
 async def sim(workload_binary: Path, tmp_path: Path, socket_dir: Path) -> AsyncIterator[SimCluster]:
     """Containerd sockets, and a relist so long that the API publishes no pod IP meanwhile."""
-    cluster = SimCluster(
-        nodes=2,
-        pleg_period=3600,
-        seed=9,
-        workload=workload_binary,
-        state_dir=tmp_path / "state",
-        containerd_dir=socket_dir,
-    )
-    await cluster.start()
-    cluster.write_kubeconfig(tmp_path / "kubeconfig")
-    try:
+    overrides = {"containerd_dir": socket_dir, "pleg_period": 3600, "seed": 9}
+    async with running_sim(workload_binary, tmp_path, **overrides) as cluster:
         yield cluster
-    finally:
-        await cluster.stop()
 
 
 async def create(v1: k8s.CoreV1Api, name: str, **spec: Any) -> str:
