@@ -63,11 +63,11 @@ class DemoSettings:
     seed: int | None = None
     """Seeds the simulator's delays and the run order; None: random delays, and the order
     the plan's id seeds (crc32 of "demo"), the same every time."""
-    pleg_period_s: float = 0.1
-    """How soon the simulated kubelet publishes container states and pod IPs. Its real 1 s
-    relist would hold every pod's IP back until a relist tick, so the probe could only
-    start then and first_response would measure the ticks, not the runtimes (a bracket
-    of up to a second, its midpoint reported). The tests use 0.1 s too."""
+    pleg_period_s: float = 1.0
+    """How soon the simulated kubelet publishes container states and pod IPs: a real
+    kubelet's 1 s relist, so running and ready come as late as on a real node. The
+    agents learn each pod's IP from the node's containerd socket (CRI) as its sandbox
+    starts, so first_response does not wait for the relist."""
     influxdb: str = "auto"
     """auto: export to a private InfluxDB when ``influxd`` is installed, else journal only;
     yes: require it; no: journal only."""
