@@ -7,8 +7,8 @@ the outbox; the tracker's view of each pod decides what the prober
 a pod becoming ready or answering also ask the sampler for a node sample. Unless
 ``containerd_socket`` is off, the runtime-event reader (runtimeevents.py) adds
 containerd's sandbox and container phases for the pods the tracker knows; the
-tracker tells it when a pod becomes known, and its container starts hint the
-prober. It also asks CRI for each started sandbox's address (podaddresses.py):
+tracker tells it when a pod becomes known, and its containers' creates and
+starts hint the prober. It also asks CRI for each started sandbox's address (podaddresses.py):
 the prober probes a pod at the address the runtime gave as soon as the watch
 knows the pod (port and path come from the pod's spec), at the node's own
 address for a hostNetwork pod, and at the API's podIP only when the runtime
@@ -266,7 +266,7 @@ class NodeObserver:
                 self._known_ref,
                 socket=settings.containerd_socket,
                 namespace=settings.containerd_namespace,
-                on_started=self.prober.hint_started,
+                on_container=self._container_phase,
                 on_address=self.on_address,
             )
             counters = self.runtime.counters
@@ -382,6 +382,14 @@ class NodeObserver:
                 )
             if started:
                 self.prober.hint_started(uid)
+
+    def _container_phase(self, uid: str, phase: int, lower_ns: int) -> None:
+        """containerd created or started an app container of the pod (at ``lower_ns`` at
+        the earliest): a lower bound for its first response, and a sign the listen is near."""
+        if phase == events_pb2.PHASE_CONTAINER_CREATED:
+            self.prober.hint_created(uid, lower_ns)
+        else:
+            self.prober.hint_started(uid)
 
     def on_address(self, address: PodAddress) -> None:
         """The runtime reported where a pod's sandbox can be reached (a CRI lookup)."""

@@ -32,19 +32,27 @@ unwatched), when the app may have answered long before: the bracket then starts
 at the pod's creation (``before_first_sight``) and the event is marked
 ``seen_late``, which keeps it out of latencies.
 The app cannot answer before its pod's sandbox started, nor before its
-container started. containerd reports both (``hint_sandbox``, ``hint_started``
-with their times), and a bracket starting earlier (no failed attempt since, or
-a sparse one long before) is cut to begin at the later of them:
-``bracket_start_source=sandbox_started`` or ``container_start``. Hints that
-arrive before the pod is tracked (its address not known yet) are kept and
-applied when tracking begins, so a start seen early is never lost. containerd's
-container start can arrive a few ms after the app already answered, so while a
-containerd reader is connected (``start_hints``) a first response without a
-start yet is held back up to ``START_HINT_WAIT_S`` for it. Where the pod's
-address came from is in ``address_source``: the runtime (``cri``, or
-``cri_host_network`` for the node's own address), or the pod's status in the
-API (``api_pod_ip``: published after a relist, so the first attempt often
-succeeds at once and the bracket reaches back to a start).
+container's task was created (containerd's TaskCreate: the runtime has made the
+container's process, which runs the app only once started). containerd reports
+both (``hint_sandbox``, ``hint_created`` with their times), and a bracket
+starting earlier (no failed attempt since, or a sparse one long before) is cut
+to begin at the later of them: ``bracket_start_source=sandbox_started`` or
+``container_created``. The container's *start* is no such bound: containerd
+stamps TaskStart when the runtime's start call has returned, by which time the
+app may already listen (seen: by 0.1 ms on the simulator, and gVisor's apps
+listen 12-16 ms before StartContainer returns). Hints that arrive before the pod
+is tracked (its address not known yet) are kept and applied when tracking
+begins, so a start seen early is never lost. A pod whose address came from
+the runtime (at its sandbox's start) is probed sparsely (``probe_max_interval_s``)
+until containerd reports its container created, and densely from then on: before
+that nothing can answer, and in a burst the shared budget is worth more to pods
+that can. containerd's word can arrive a few ms after the app already answered,
+so while a containerd reader is connected (``start_hints``) a first response
+without a create or start yet is held back up to ``START_HINT_WAIT_S`` for it. Where the pod's address came from is in
+``address_source``: the runtime (``cri``, or ``cri_host_network`` for the node's
+own address), or the pod's status in the API (``api_pod_ip``: published after a
+relist, so the first attempt often succeeds at once and the bracket reaches back
+to a start).
 
 Scheduling: one loop serves all pods from two earliest-deadline-first heaps,
 pods still waiting for their first response before pods already answering. It
@@ -73,7 +81,7 @@ from rtbench.clock import mono_ns, wall_ns
 from rtbench.v1 import events_pb2
 
 from .outbox import Outbox
-from .transitions import SEEN_LATE, ProbeTarget
+from .transitions import ADDRESS_FROM_API, SEEN_LATE, ProbeTarget
 
 if TYPE_CHECKING:
     from .observing import ObserveSettings
@@ -138,8 +146,10 @@ class _Pod:
         self.failure_connected = False
         """Whether that attempt connected (and then failed at the HTTP level)."""
         self.last_ok_start_ns = 0
-        self.not_before_ns = 0
-        """Earliest container start containerd reported for the pod; 0: none."""
+        self.container_created_ns = 0
+        """Earliest creation of an app container's task containerd reported; 0: none."""
+        self.container_started = False
+        """containerd reported an app container started."""
         self.sandbox_started_ns = 0
         """containerd's start of the pod's sandbox; 0: not known."""
         self.held: _Bracket | None = None
@@ -156,8 +166,8 @@ class _Pod:
 
 
 START_HINT_WAIT_S = 0.1
-"""How long a first response waits for containerd's container start (normally a few ms
-behind the start) before it is reported without that bound."""
+"""How long a first response waits for containerd's word of the app container (its create
+or start, normally a few ms behind) before it is reported without that bound."""
 EARLY_MAX = 16_384
 """Pods whose start hints are kept while they are not tracked yet (oldest out first)."""
 
@@ -166,7 +176,7 @@ EARLY_MAX = 16_384
 class _Early:
     """Start hints of a pod that is not tracked yet (no address yet)."""
 
-    container_start_ns: int = 0
+    container_created_ns: int = 0
     sandbox_started_ns: int = 0
 
 
@@ -227,13 +237,22 @@ class Prober:
             pod.target = target
             return
         pod = _Pod(ref, target, first_sight_ns, late_since_ns)
-        pod.interval = self._s.probe_first_interval_s
         early = self._early.pop(ref.uid, None)
         if early is not None:
-            pod.not_before_ns = early.container_start_ns
+            pod.container_created_ns = early.container_created_ns
             pod.sandbox_started_ns = early.sandbox_started_ns
+        pod.interval = self._s.probe_first_interval_s
+        if target.source != ADDRESS_FROM_API and not pod.container_created_ns and self._hinted():
+            # The runtime's address comes as the sandbox starts; no app can listen before its
+            # container exists, and containerd will say when it does (hint_created): until
+            # then a sparse probe leaves the budget to pods that can answer.
+            pod.interval = self._s.probe_max_interval_s
         self._pods[ref.uid] = pod
         self._schedule(pod, 0.0)
+
+    def _hinted(self) -> bool:
+        """Whether containerd's container creates and starts are coming now."""
+        return self.start_hints is not None and self.start_hints()
 
     def _early_hints(self, uid: str) -> _Early:
         early = self._early.get(uid)
@@ -254,18 +273,27 @@ class Prober:
         elif not pod.sandbox_started_ns:
             pod.sandbox_started_ns = started_ns
 
-    def hint_started(self, uid: str, started_ns: int = 0) -> None:
-        """A container started: the listen is near, so probe densely again. With the
-        start's time (containerd's, a lower bound), the first response is not put
-        before it. A start of a pod not tracked yet is kept until it is."""
+    def hint_created(self, uid: str, created_ns: int) -> None:
+        """An app container's task was created then (containerd's time): the app cannot
+        have answered before, so the first response is not put before it. Kept until the
+        pod is tracked."""
+        if created_ns <= 0:
+            return
         pod = self._pods.get(uid)
         if pod is None:
-            if started_ns > 0:
-                early = self._early_hints(uid)
-                early.container_start_ns = min(early.container_start_ns or started_ns, started_ns)
+            early = self._early_hints(uid)
+            early.container_created_ns = min(early.container_created_ns or created_ns, created_ns)
             return
-        if started_ns > 0:
-            pod.not_before_ns = min(pod.not_before_ns or started_ns, started_ns)
+        pod.container_created_ns = min(pod.container_created_ns or created_ns, created_ns)
+        self.hint_started(uid, started=False)
+
+    def hint_started(self, uid: str, *, started: bool = True) -> None:
+        """A container started (``started``; else it was created): the listen is near, so
+        probe densely again."""
+        pod = self._pods.get(uid)
+        if pod is None:
+            return  # a pod tracked later starts probing densely anyway
+        pod.container_started = pod.container_started or started
         if pod.responded:
             self._report_first_response(pod)  # if it was held back for this
             return
@@ -515,7 +543,8 @@ class Prober:
                 "address_source": pod.target.source,
             },
         )
-        if pod.not_before_ns or self.start_hints is None or not self.start_hints():
+        heard = pod.container_created_ns or pod.container_started
+        if heard or not self._hinted():
             self._report_first_response(pod)
         else:
             self._held.add(pod.ref.uid)
@@ -532,10 +561,10 @@ class Prober:
             return
         start, end, source = bracket.start, bracket.end, bracket.source
         # The tightest lower bound the runtime gave: nothing answers before its sandbox
-        # started, and the app not before its container started (the later of the two).
+        # started, and the app not before its container's task was created (the later).
         for bound, name in (
             (pod.sandbox_started_ns, "sandbox_started"),
-            (pod.not_before_ns, "container_start"),
+            (pod.container_created_ns, "container_created"),
         ):
             if start < bound <= end:
                 start, source = bound, name

@@ -175,7 +175,7 @@ class RuntimeEvents:
         *,
         socket: str,
         namespace: str,
-        on_started: Callable[[str, int], None] | None = None,
+        on_container: Callable[[str, int, int], None] | None = None,
         on_address: Callable[[PodAddress], None] | None = None,
         hold_s: float = HOLD_S,
         hold_max: int = HOLD_MAX,
@@ -188,7 +188,7 @@ class RuntimeEvents:
         self._rng = rng or random.Random()
         self.counters = RuntimeCounters()
         self._phases = PhaseEmitter(
-            outbox, pods, self.counters, on_started=on_started, hold_s=hold_s, hold_max=hold_max
+            outbox, pods, self.counters, on_container=on_container, hold_s=hold_s, hold_max=hold_max
         )
         self.addresses = SandboxAddresses(on_address) if on_address is not None else None
         """CRI lookups of each started sandbox's address; None: not wanted."""

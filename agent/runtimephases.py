@@ -171,14 +171,15 @@ class PhaseEmitter:
         pods: PodLookup,
         counters: RuntimeCounters,
         *,
-        on_started: Callable[[str, int], None] | None = None,
+        on_container: Callable[[str, int, int], None] | None = None,
         hold_s: float = HOLD_S,
         hold_max: int = HOLD_MAX,
     ) -> None:
         self._outbox = outbox
         self._pods = pods
         self._counters = counters
-        self._on_started = on_started
+        self._on_container = on_container
+        """Told (pod uid, phase, earliest time) of each app container's create and start."""
         self.hold_s = hold_s
         self._hold_max = hold_max
         self._refs: OrderedDict[str, rt.PodRef] = OrderedDict()
@@ -272,8 +273,12 @@ class PhaseEmitter:
             event.attributes["runtime"] = info.runtime
         self._outbox.put_event(event)
         self._counters.emitted += 1
-        if observation.phase == rt.PHASE_CONTAINER_STARTED and self._on_started is not None:
-            self._on_started(info.pod_uid, observation.time_ns - observation.uncertainty_ns)
+        if self._on_container is not None and observation.phase in (
+            rt.PHASE_CONTAINER_CREATED,
+            rt.PHASE_CONTAINER_STARTED,
+        ):
+            lower = observation.time_ns - observation.uncertainty_ns
+            self._on_container(info.pod_uid, observation.phase, lower)
 
     def _drop(self, info: CriContainer, count: int, why: str) -> None:
         self._counters.dropped += count

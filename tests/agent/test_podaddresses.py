@@ -169,7 +169,7 @@ async def test_the_observer_probes_at_the_sandboxs_ip_before_the_api_has_one(
         ]
         assert event.attributes["pod_ip"] == sandbox.ip
         # Probing began before the app listened: refused connects bound the bracket.
-        assert event.attributes["bracket_start_source"] in ("connect_failure", "container_start")
+        assert event.attributes["bracket_start_source"] in ("connect_failure", "container_created")
         assert int(event.attributes["refused"]) > 0
         assert event.uncertainty_ns < 10_000_000
 

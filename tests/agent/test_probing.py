@@ -182,9 +182,10 @@ async def test_a_container_start_from_containerd_bounds_the_bracket(
     servers: list[CountingServer],
     wait_for: WaitFor,
 ) -> None:
-    """Sparse probing (every 0.3 s) leaves a wide bracket; a container start reported by
-    containerd with its time cuts the bracket's start to that time (the app cannot have
-    answered earlier). Without the time, the bracket keeps the last failure."""
+    """Sparse probing (every 0.3 s) leaves a wide bracket; the container's task creation
+    reported by containerd with its time cuts the bracket's start to that time (the app
+    cannot have answered earlier). A start alone is no bound: the bracket keeps the last
+    failure."""
     start, outbox = prober
     probe = start(probe_first_interval_s=0.3, probe_max_interval_s=0.3, probe_growth=1.0)
     server = CountingServer(address(400), status=200)
@@ -198,14 +199,16 @@ async def test_a_container_start_from_containerd_bounds_the_bracket(
     await asyncio.sleep(0.1)  # well after the last refused attempt
     started = wall_ns()
     await server.start(port)
-    probe.hint_started("uid-400", started if known_start else 0)
+    if known_start:
+        probe.hint_created("uid-400", started)
+    probe.hint_started("uid-400")
     await wait_for(lambda: len(events(outbox, P.PHASE_FIRST_RESPONSE)) == 1, within=10)
     [event] = events(outbox, P.PHASE_FIRST_RESPONSE)
     begin = int(event.attributes["bracket_start_ns"])
     end = int(event.attributes["bracket_end_ns"])
     assert_midpoint(event)
     if known_start:
-        assert event.attributes["bracket_start_source"] == "container_start"
+        assert event.attributes["bracket_start_source"] == "container_created"
         assert begin == started < end
     else:
         assert event.attributes["bracket_start_source"] == "connect_failure"
@@ -240,13 +243,13 @@ async def test_a_first_response_waits_for_containerds_word_of_the_start(
     await wait_for(lambda: probe.first_responses == 1, within=10)
     if hint_comes:
         assert not events(outbox, P.PHASE_FIRST_RESPONSE), "held for the container start"
-        probe.hint_started("uid-401", started)
+        probe.hint_created("uid-401", started)
     await wait_for(lambda: len(events(outbox, P.PHASE_FIRST_RESPONSE)) == 1, within=10)
     [event] = events(outbox, P.PHASE_FIRST_RESPONSE)
     assert_midpoint(event)
     begin = int(event.attributes["bracket_start_ns"])
     if hint_comes:
-        assert event.attributes["bracket_start_source"] == "container_start"
+        assert event.attributes["bracket_start_source"] == "container_created"
         assert begin == started
     else:
         assert event.attributes["bracket_start_source"] == "connect_failure"
@@ -373,17 +376,17 @@ async def test_a_silent_server_times_out_and_forgetting_stops(
 async def test_starts_seen_before_tracking_bound_the_first_response(
     prober: tuple[Start, RecordingOutbox], servers: list[CountingServer], wait_for: WaitFor
 ) -> None:
-    """containerd's sandbox and container starts can arrive before the pod is tracked (its
-    address not known yet): they are kept, and a first attempt that succeeds at once is
-    bracketed from the latest of them, not from the pod's first sight."""
+    """containerd's sandbox start and container create can arrive before the pod is tracked
+    (its address not known yet): they are kept, and a first attempt that succeeds at once
+    is bracketed from the later of them, not from the pod's first sight."""
     start, outbox = prober
     probe = start()
     first_sight = wall_ns() - 2_000_000_000
-    sandbox, container = wall_ns() - 30_000_000, wall_ns() - 10_000_000
+    sandbox, container = wall_ns() - 30_000_000, wall_ns() - 10_000_000  # create after start
     probe.hint_sandbox("uid-0", sandbox)
-    probe.hint_started("uid-0", container)
+    probe.hint_created("uid-0", container)
     probe.hint_sandbox("uid-1", sandbox)
-    probe.hint_started("uid-2", container)
+    probe.hint_created("uid-2", container)
     probe.forget("uid-2")  # deleted before it was tracked: its hints go with it
     for index in range(3):
         server = await CountingServer(address(index), status=200).start()
@@ -392,7 +395,7 @@ async def test_starts_seen_before_tracking_bound_the_first_response(
     await wait_for(lambda: len(events(outbox, P.PHASE_FIRST_RESPONSE)) == 3)
     found = {e.pod.uid: e for e in events(outbox, P.PHASE_FIRST_RESPONSE)}
     expected = {
-        "uid-0": ("container_start", container),
+        "uid-0": ("container_created", container),
         "uid-1": ("sandbox_started", sandbox),
         "uid-2": ("first_sight", first_sight),
     }

@@ -64,12 +64,13 @@ def listen_time_ns(stack: LocalStack, pod: str) -> int:
     return int(match[1]) * MS + int(match[2]) * 1000
 
 
-def address_sources(journal: Path) -> dict[str, int]:
+def address_sources(journal: Path, run_id: str = RUN_ID) -> dict[str, int]:
+    """How many first_response events of the run had their address from each source."""
     conn = sqlite3.connect(f"file:{journal}?mode=ro", uri=True)
     try:
         rows = conn.execute(
             "SELECT attributes FROM events WHERE run_id = ? AND phase = ?",
-            (RUN_ID, events_pb2.PHASE_FIRST_RESPONSE),
+            (run_id, events_pb2.PHASE_FIRST_RESPONSE),
         ).fetchall()
     finally:
         conn.close()
@@ -103,10 +104,11 @@ def test_first_response_at_the_default_relist_brackets_the_workloads_listen_time
             f"{name}: first_response {error / MS:+.2f} ms from its listen, "
             f"uncertainty {first['uncertainty_ns'] / MS:.2f} ms"
         )
-        # Never before the container's own start as containerd reported it.
-        started_at = phases["container_started"]
-        assert started_at["source"] == "containerd"
-        assert first["time_ns"] + first["uncertainty_ns"] >= started_at["time_ns"]
+        # Never before containerd created the container's task (its start is stamped when
+        # the runtime's start returned, and the app may answer a moment before that).
+        created = phases["container_created"]
+        assert created["source"] == "containerd"
+        assert first["time_ns"] + first["uncertainty_ns"] >= created["time_ns"]
         errors.append(abs(error))
         uncertainties.append(first["uncertainty_ns"])
 
