@@ -151,9 +151,14 @@ def pod_events(sim: SimCluster, uid: str, *kinds: RuntimeEventKind) -> list[Runt
     return [e for e in sim.runtime_events(pod_uid=uid) if not kinds or e.kind in kinds]
 
 
-def started(sim: SimCluster, uid: str) -> RuntimeEvent | None:
-    found = pod_events(sim, uid, RuntimeEventKind.CONTAINER_STARTED)
+def first_event(sim: SimCluster, uid: str, kind: RuntimeEventKind) -> RuntimeEvent | None:
+    """The pod's first runtime event of ``kind``, None before there is one."""
+    found = pod_events(sim, uid, kind)
     return found[0] if found else None
+
+
+def started(sim: SimCluster, uid: str) -> RuntimeEvent | None:
+    return first_event(sim, uid, RuntimeEventKind.CONTAINER_STARTED)
 
 
 async def test_subscribe_streams_sandbox_and_container_phases_at_the_runtime_times(

@@ -27,7 +27,7 @@ from simcluster.errors import NotFound
 from simcluster.runtime_events import RuntimeEvent, RuntimeEventKind
 
 from .conftest import WaitFor, as_body, running_sim
-from .test_containerd_api import channel_to, pod_events
+from .test_containerd_api import channel_to, first_event, pod_events
 from .test_watch import pod
 
 NODE = "sim-node-1"
@@ -48,8 +48,7 @@ async def create(v1: k8s.CoreV1Api, name: str, **spec: Any) -> str:
 
 
 def sandbox_started(sim: SimCluster, uid: str) -> RuntimeEvent | None:
-    found = pod_events(sim, uid, RuntimeEventKind.SANDBOX_STARTED)
-    return found[0] if found else None
+    return first_event(sim, uid, RuntimeEventKind.SANDBOX_STARTED)
 
 
 async def test_a_sandboxs_ip_is_known_to_cri_as_it_starts(
