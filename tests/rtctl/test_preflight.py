@@ -198,7 +198,7 @@ def test_a_cluster_that_does_not_answer_is_one_line(stack: Stack, tmp_path: Path
     gone = stack.rtctl(
         "start-run", "--runtime-class", "runc", env={"RTBENCH_RTCTL_KUBECONFIG": str(missing)}
     )
-    assert gone.returncode == 1
+    assert gone.returncode == 2  # configuration, as a bad flag
     assert gone.stderr.strip() == (
         f"rtctl: kubeconfig {missing} does not exist (give --kubeconfig or set $KUBECONFIG)"
     )
