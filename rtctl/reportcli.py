@@ -49,7 +49,7 @@ from .report import PhaseRow, Report, build_report, state_name
 from .reporttables import print_report
 from .settings import add_connection_options, connection_settings
 from .stats import DEFAULT_RESAMPLES, Spread
-from .summarytable import summary_dict
+from .summarytable import format_memory, summary_dict
 
 __all__ = ["add_parser", "collect_report", "report_json", "run", "select_runs", "write_report"]
 
@@ -284,6 +284,7 @@ def report_json(report: Report) -> dict[str, Any]:
                 "failed_pods": g.failed_pods,
                 "failures": dict(g.failures),
                 "memory_per_pod_bytes": g.memory_per_pod_bytes,
+                "memory_per_pod": format_memory(g.memory_per_pod_bytes),
                 "phases": _phases(g.phases),
                 "first_response_p50_per_run": _spread(g.first_response_p50),
                 "all_responded_per_run": _spread(g.all_responded),
