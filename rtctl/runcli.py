@@ -330,7 +330,7 @@ def _connection(agent: control_pb2.AgentInfo) -> str:
     """``yes``, ``no``, or ``stale`` for a connection that stays open while the agent says
     nothing (SIGSTOPped, hung): it counts as not ready."""
     if agent.connected and agent.stale:
-        return f"stale (silent > {format_ns(agent.silence_bound_ns)})"
+        return f"stale (silent > {agent.silence_bound_ns / 1e9:g} s)"
     return "yes" if agent.connected else "no"
 
 
