@@ -15,7 +15,7 @@ import json
 import re
 import time
 
-from tests.conftest import poll_until
+from tests.conftest import kill_if_running, poll_until
 from tests.reliability.conftest import Stack
 from tests.rtctl.test_planrun import Lines
 
@@ -36,9 +36,7 @@ def _finish(lines: Lines) -> tuple[int, str, str]:
     try:
         code = process.wait(timeout=240)
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        kill_if_running(process)
     stdout = process.stdout.read() if process.stdout else ""
     stderr = lines.rest()
     for stream in (process.stdout, process.stderr):

@@ -18,7 +18,7 @@ import signal
 import time
 from pathlib import Path
 
-from tests.conftest import poll_until
+from tests.conftest import kill_if_running, poll_until
 from tests.reliability.conftest import Stack, StackFactory
 from tests.rtctl.test_planrun import Lines, write_plan
 
@@ -116,9 +116,7 @@ def test_a_negative_memory_figure_reads_below_resolution_in_every_view(
         _write_meminfo(stack, AVAILABLE_KB + 64 * 1024)
         stdout, stderr = process.communicate(timeout=120)
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        kill_if_running(process)
     assert process.returncode == 0, stderr
     run = json.loads(stdout)
     assert run["memory_per_pod_bytes"] < 0, run["memory_per_pod_bytes"]
@@ -158,9 +156,7 @@ def test_sigint_during_settle_counts_the_run_as_the_resume_does(
             process.send_signal(signal.SIGINT)
             code = process.wait(timeout=120)
         finally:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
+            kill_if_running(process)
         first = lines.rest()
     assert code == 130, first
     said = re.search(r"interrupted at run 1 of 2 .*: (\d+) runs are done", first)

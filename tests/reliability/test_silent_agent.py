@@ -14,7 +14,7 @@ import json
 import re
 import signal
 
-from tests.conftest import poll_until
+from tests.conftest import kill_if_running, poll_until
 from tests.reliability.conftest import Stack, StackFactory
 from tests.rtctl.test_planrun import Lines
 
@@ -67,9 +67,7 @@ def test_a_stopped_agent_is_stale_refused_by_preflight_and_named_during_a_run(
                 stack.local.kill(agent, signal.SIGCONT)
             code = run.wait(timeout=180)
         finally:
-            if run.poll() is None:
-                run.kill()
-                run.wait()
+            kill_if_running(run)
         text = lines.rest()
     assert code == 0, text
     (silent,) = [line for line in text.splitlines() if "went silent" in line]
