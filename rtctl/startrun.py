@@ -286,24 +286,26 @@ class _Run:
             async with asyncio.timeout(self.request.timeout_s) as deadline:
                 while True:
                     try:
-                        async for message in self._progress():
-                            self.latest = message
-                            self.display.progress(message)
-                            counts = {int(c.phase): c.count for c in message.counts}
-                            answered = counts.get(events_pb2.PHASE_FIRST_RESPONSE, 0)
-                            failed = counts.get(events_pb2.PHASE_FAILED, 0)
-                            ready = counts.get(events_pb2.PHASE_READY, 0)
-                            if failed and answered + failed >= replicas:
-                                return control_pb2.RUN_STATE_FAILED, _FAILED
-                            if answered >= replicas and not responded:
-                                responded = True
-                                when = deadline.when()
-                                grace_end = loop.time() + READY_GRACE_S
-                                deadline.reschedule(
-                                    grace_end if when is None else min(when, grace_end)
-                                )
-                            if responded and ready >= replicas:
-                                break
+                        progress = contextlib.aclosing(self._progress())
+                        async with progress as messages:
+                            async for message in messages:
+                                self.latest = message
+                                self.display.progress(message)
+                                counts = {int(c.phase): c.count for c in message.counts}
+                                answered = counts.get(events_pb2.PHASE_FIRST_RESPONSE, 0)
+                                failed = counts.get(events_pb2.PHASE_FAILED, 0)
+                                ready = counts.get(events_pb2.PHASE_READY, 0)
+                                if failed and answered + failed >= replicas:
+                                    return control_pb2.RUN_STATE_FAILED, _FAILED
+                                if answered >= replicas and not responded:
+                                    responded = True
+                                    when = deadline.when()
+                                    grace_end = loop.time() + READY_GRACE_S
+                                    deadline.reschedule(
+                                        grace_end if when is None else min(when, grace_end)
+                                    )
+                                if responded and ready >= replicas:
+                                    break
                         break
                     except CollectorUnreachable as exc:
                         self.collector.unreachable("WatchProgress", exc)  # raises past the limit

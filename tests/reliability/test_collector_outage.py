@@ -45,6 +45,17 @@ def _finish(lines: Lines) -> tuple[int, str, str]:
     return code, stdout, stderr
 
 
+def _agents_back(stack: Stack) -> None:
+    """Until the restarted collector has every node's agent again (they reconnect within
+    their 5 s backoff cap): a new rtctl's preflight needs them."""
+
+    def back() -> bool:
+        agents = json.loads(stack.rtctl("agents", "--format", "json").stdout)
+        return {a["node"] for a in agents if a["connected"]} == set(stack.nodes)
+
+    poll_until(back, within=60, what="the agents reconnected")
+
+
 def test_an_outage_at_preflight_and_one_at_teardown_are_ridden_out(stack: Stack) -> None:
     stack.local.kill("collector")
     lines = _run(stack, "outage-preflight", "--settle", "0")
@@ -59,6 +70,7 @@ def test_an_outage_at_preflight_and_one_at_teardown_are_ridden_out(stack: Stack)
     assert re.search(r"collector \S+ answers again after a \d+\.\d s outage", stderr), stderr
     assert json.loads(stdout)["state"] == "succeeded"
 
+    _agents_back(stack)
     lines = _run(stack, "outage-settle", "--settle", "3")
     try:
         lines.wait_for(re.compile(".*settling for 3 s"), 1, within=120)
@@ -71,6 +83,7 @@ def test_an_outage_at_preflight_and_one_at_teardown_are_ridden_out(stack: Stack)
     assert "during GetRunSummary" in stderr, stderr
     summary = json.loads(stdout)
     assert summary["state"] == "succeeded" and len(summary["pods"]) == 4
+    _agents_back(stack)
 
 
 def test_past_the_limit_one_line_exit_1_deployment_deleted_and_leftovers_still_handled(
@@ -96,12 +109,7 @@ def test_past_the_limit_one_line_exit_1_deployment_deleted_and_leftovers_still_h
     assert "Deployment rtbench-outage-too-long deleted" in stderr
     assert not stack.sim("/apis/apps/v1/deployments")["items"]
 
-    # The collector is back; its agents reconnect (within their 5 s backoff cap).
-    def agents_back() -> bool:
-        agents = json.loads(stack.rtctl("agents", "--format", "json").stdout)
-        return {a["node"] for a in agents if a["connected"]} == set(stack.nodes)
-
-    poll_until(agents_back, within=60, what="the agents reconnected")
+    _agents_back(stack)
     nxt = stack.rtctl(
         "start-run", "--runtime-class", "runc", "--replicas", "2", "--run-id", "after-outage",
         "--settle", "0", "--clean-leftovers", "--format", "json",
