@@ -1,9 +1,12 @@
 """``agent run`` as a program: start-up checks, one TaskGroup, two-stage shutdown.
 
 Start-up does the I/O that settings validation left out (Telegraf's
-Init/Connect split): the state directory and agent id, the spool left by an
-earlier run, the TLS files and token file, the kubeconfig. Any failure there is
-a ``StartupError`` (exit 1) before a single task runs.
+Init/Connect split): the state directory (locked for this process's life,
+agent/statedir.py) and agent id, the spool left by an earlier run, the TLS
+files and token file, the kubeconfig. Any failure there is a ``StartupError``
+(exit 1) before a single task runs; a state directory that holds another
+node's identity, or a kubeconfig that is missing or unusable, is configuration
+(``ConfigError``, exit 2).
 
 Then four named tasks run under one ``asyncio.TaskGroup``: ``observer`` (the
 node observers, agent/observing.py), ``batcher`` (sealing into the spool),
@@ -36,13 +39,14 @@ from rtbench.v1 import agent_pb2
 
 from .batching import Batcher
 from .clocksync import ClockSync
-from .errors import AgentError, StartupError, TaskDied
+from .errors import AgentError, KubeconfigError, StartupError, TaskDied
 from .observing import NodeObserver
 from .outbox import Outbox
 from .security import ChannelSecurity
 from .sending import Uplink
 from .settings import AgentSettings
 from .spool import Spool, load_or_create_agent_id, other_spools
+from .statedir import StateDirLock
 
 __all__ = ["Agent", "Observer", "ObserverFactory", "kubernetes_observer", "run_agent"]
 
@@ -78,7 +82,9 @@ def _kubeconfig_file(settings: AgentSettings) -> Path | None:
         path = Path(default).expanduser()
     if not path.is_file():
         hint = "" if settings.kubeconfig else "; not in a cluster, give --kubeconfig"
-        raise StartupError(f"cannot load the Kubernetes configuration ({path}): no such file{hint}")
+        raise KubeconfigError(
+            f"cannot load the Kubernetes configuration ({path}): no such file{hint}"
+        )
     return path
 
 
@@ -96,7 +102,8 @@ async def load_kube_configuration(settings: AgentSettings) -> k8s.Configuration:
             load_incluster(client_configuration=configuration)
     except (OSError, ValueError, TypeError, k8s_config.ConfigException) as exc:
         where = path or "in-cluster service account"
-        raise StartupError(f"cannot load the Kubernetes configuration ({where}): {exc}") from exc
+        kind = StartupError if path is None else KubeconfigError
+        raise kind(f"cannot load the Kubernetes configuration ({where}): {exc}") from exc
     return configuration
 
 
@@ -137,7 +144,18 @@ class Agent:
         self.agent_id: str | None = None
 
     async def run(self, stop: asyncio.Event, abort: asyncio.Event) -> None:
-        """Until ``stop`` is set, then flush (cut short by ``abort``); raises AgentError."""
+        """Until ``stop`` is set, then flush (cut short by ``abort``); raises AgentError.
+
+        The state directory is locked first and for the whole run: a second agent on it
+        refuses to start (StateDirBusy) instead of sharing the identity and the spool."""
+        up = self.settings.uplink
+        lock = await asyncio.to_thread(StateDirLock.acquire, up.state_dir, self.settings.node)
+        try:
+            await self._run_owned(stop, abort)
+        finally:
+            lock.release()
+
+    async def _run_owned(self, stop: asyncio.Event, abort: asyncio.Event) -> None:
         settings, up = self.settings, self.settings.uplink
         agent_id = up.agent_id
         if agent_id is None:

@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import NoReturn
 
 import agent
-from rtbench.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, component_parser
+from rtbench.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, component_parser, guard_closed_pipe
 
 from .app import run_agent
 from .errors import AgentError, ConfigError
@@ -96,6 +96,10 @@ def run_command(argv: Sequence[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    return guard_closed_pipe(_main, argv)
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
     if args.command is None:

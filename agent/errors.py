@@ -8,8 +8,11 @@ matching message text::
     AgentError
     ├── ConfigError            bad flags, environment or settings; nothing started (exit 2)
     │   ├── UsageError         (cli.py) a flag that does not parse
-    │   └── ObserveConfigError (observing.py) an observer setting is impossible
-    ├── StartupError           I/O at start failed: state dir, kubeconfig, TLS files (exit 1)
+    │   ├── ObserveConfigError (observing.py) an observer setting is impossible
+    │   ├── ForeignIdentity    the state dir holds the identity of another node
+    │   └── KubeconfigError    --kubeconfig (or the default one) missing or unusable
+    ├── StartupError           I/O at start failed: state dir, TLS files (exit 1)
+    │   └── StateDirBusy       another live agent holds the state dir's lock
     ├── SpoolError             the on-disk spool cannot be written or read (exit 1)
     ├── TaskDied               a named long-running task ended on its own (exit 1)
     ├── ContainerdError        (containerd.py) containerd's API failed; retried quietly
@@ -38,11 +41,14 @@ __all__ = [
     "AgentError",
     "AuthError",
     "ConfigError",
+    "ForeignIdentity",
+    "KubeconfigError",
     "OperatorError",
     "ProtocolError",
     "PushBack",
     "SpoolError",
     "StartupError",
+    "StateDirBusy",
     "TaskDied",
     "TlsError",
     "TransientError",
@@ -58,8 +64,21 @@ class ConfigError(AgentError):
     """Flags, environment or settings are unusable; nothing was started."""
 
 
+class ForeignIdentity(ConfigError):
+    """The state directory holds an agent id recorded for another node name: adopting
+    it would merge two nodes' data under one identity."""
+
+
+class KubeconfigError(ConfigError):
+    """The kubeconfig given (or the default one) does not exist or cannot be used."""
+
+
 class StartupError(AgentError):
-    """An I/O step at start failed (state dir, agent id, kubeconfig, TLS files)."""
+    """An I/O step at start failed (state dir, agent id, TLS files)."""
+
+
+class StateDirBusy(StartupError):
+    """Another live agent holds the state directory's lock."""
 
 
 class SpoolError(AgentError):

@@ -339,6 +339,7 @@ class Uplink:
             agent_version=__version__,
             protocol=PROTOCOL,
             node_facts=self._node_facts(),
+            clock_sync_interval_ms=round(self._settings.clock_sync_interval_s * 1000),
         )
         await call.write(agent_pb2.AgentMessage(hello=hello))
         try:

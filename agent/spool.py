@@ -20,7 +20,9 @@ next loaded.
 
 Layout under the state directory::
 
+    lock                            held by the live agent (agent/statedir.py)
     agent-id                        the persisted default identity
+    agent-node                      the node that identity belongs to
     spool/<agent id>/sequence       the last sequence number ever sealed
     spool/<agent id>/<seq:020>.batch
 
@@ -49,6 +51,7 @@ import asyncio
 import bisect
 import logging
 import os
+import re
 import secrets
 import struct
 import zlib
@@ -61,7 +64,7 @@ from google.protobuf.message import DecodeError
 
 from rtbench.v1 import agent_pb2, events_pb2
 
-from .errors import SpoolError, StartupError
+from .errors import ForeignIdentity, SpoolError, StartupError
 
 __all__ = ["Spool", "SpoolCounters", "decode_batch", "load_or_create_agent_id", "other_spools"]
 
@@ -71,6 +74,9 @@ _HEADER = struct.Struct(">4sII")
 _MAGIC = b"RTB1"
 _SUFFIX = ".batch"
 _SEQUENCE_FILE = "sequence"
+_NODE_FILE = "agent-node"
+_LEGACY_ID = re.compile(r"(.+)-[0-9a-f]{8}")
+"""The generated ``<node>-<8 hex>`` id: the node of an identity kept before agent-node."""
 
 
 @dataclass
@@ -127,15 +133,35 @@ def _fsync_dir(directory: Path) -> None:
 
 
 def load_or_create_agent_id(state_dir: Path, node: str) -> str:
-    """The agent id persisted in ``state_dir``; a new state dir is a new identity."""
+    """The agent id persisted in ``state_dir`` for ``node``; a new state dir is a new identity.
+
+    The node the identity belongs to is kept beside it (``agent-node``). An id
+    recorded for another node is never adopted (ForeignIdentity, exit 2): two nodes
+    under one id would share a spool and a batch sequence, and the collector would
+    drop one node's batches as duplicates. An ``agent-id`` written before the node
+    was kept is judged by its ``<node>-<8 hex>`` form.
+    """
     path = state_dir / "agent-id"
+    node_path = state_dir / _NODE_FILE
     try:
         state_dir.mkdir(parents=True, exist_ok=True)
-        if path.exists():
-            agent_id = path.read_text().strip()
-            if agent_id:
-                return agent_id
+        agent_id = path.read_text().strip() if path.exists() else ""
+        if agent_id:
+            recorded = node_path.read_text().strip() if node_path.exists() else None
+            if recorded is None:
+                legacy = _LEGACY_ID.fullmatch(agent_id)
+                recorded = legacy.group(1) if legacy else node
+                _write_durably(state_dir, _NODE_FILE, (recorded + "\n").encode())
+                _fsync_dir(state_dir)
+            if recorded != node:
+                raise ForeignIdentity(
+                    f"state directory {state_dir} holds the identity of node {recorded} "
+                    f"(agent id {agent_id}), not of node {node}: give this agent its own "
+                    f"--state-dir (or remove {path} to start a new identity there)"
+                )
+            return agent_id
         agent_id = f"{node}-{secrets.token_hex(4)}"
+        _write_durably(state_dir, _NODE_FILE, (node + "\n").encode())
         _write_durably(state_dir, "agent-id", (agent_id + "\n").encode())
         _fsync_dir(state_dir)
         return agent_id

@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, NoReturn
 
 import collector
-from rtbench.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, component_parser
+from rtbench.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, component_parser, guard_closed_pipe
 
 from .errors import CollectorError, ConfigError
 from .settings import ENV_PREFIX, OPTIONS, CollectorSettings, from_sources
@@ -122,6 +122,10 @@ def run_serve(argv: Sequence[str], environ: Mapping[str, str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    return guard_closed_pipe(_main, argv)
+
+
+def _main(argv: list[str] | None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if args[:1] == ["serve"]:
         return run_serve(args[1:], os.environ)

@@ -289,7 +289,7 @@ class ControlApi:
             rows = await self._reading(_list_agents)
         except CollectorError as exc:
             await self._fail(context, exc)
-        connected = self._stats.connected
+        stats, now = self._stats, wall_ns()
         agents = []
         for agent_id, node, version, facts, off, unc, measured, samples, seen, committed in rows:
             info = control_pb2.AgentInfo(
@@ -297,9 +297,12 @@ class ControlApi:
                 node=node,
                 agent_version=version or "",
                 node_facts=agent_pb2.NodeFacts.FromString(facts or b""),
-                connected=agent_id in connected,
+                connected=agent_id in stats.connected,
                 last_seen_ns=seen or 0,
                 committed_sequence=committed,
+                last_heard_ns=stats.heard.get(agent_id, 0),
+                silence_bound_ns=stats.silence_bounds.get(agent_id, 0),
+                stale=stats.stale(agent_id, now),
             )
             if off is not None:
                 info.clock.CopyFrom(

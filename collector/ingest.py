@@ -58,6 +58,13 @@ MAX_GROUP_RECORDS = 50_000
 """Records per transaction: keeps one commit (and the acks waiting on it) short."""
 
 
+SILENCE_INTERVALS = 3
+"""An agent sends at least a clock-sync exchange every interval; missing three in a row is
+no scheduling hiccup: the agent is stopped, hung or cut off."""
+DEFAULT_CLOCK_SYNC_NS = 10 * 10**9
+"""The agent's default --clock-sync-interval, for agents whose hello does not say theirs."""
+
+
 @dataclass
 class IngestStats:
     batches: int = 0
@@ -68,6 +75,18 @@ class IngestStats:
     pushed_back: int = 0
     commit_failures: int = 0
     connected: dict[str, int] = field(default_factory=dict)
+    heard: dict[str, int] = field(default_factory=dict)
+    """Per agent id, collector time of the last message of any kind on its stream."""
+    silence_bounds: dict[str, int] = field(default_factory=dict)
+    """Per agent id, how long it may be silent before it is stale (ns): 3 x the clock-sync
+    interval its hello announced (SILENCE_INTERVALS x DEFAULT_CLOCK_SYNC_INTERVAL_NS when
+    it announced none)."""
+
+    def stale(self, agent_id: str, now_ns: int) -> bool:
+        """Connected, yet silent for longer than its bound (SIGSTOPped, hung, link black-holed)."""
+        heard = self.heard.get(agent_id)
+        bound = self.silence_bounds.get(agent_id, SILENCE_INTERVALS * DEFAULT_CLOCK_SYNC_NS)
+        return agent_id in self.connected and heard is not None and now_ns - heard > bound
 
 
 def validate_batch(batch: agent_pb2.Batch, *, max_records: int, now_ns: int) -> None:
@@ -310,6 +329,9 @@ class AgentIngest:
         )
         await context.write(agent_pb2.CollectorMessage(welcome=welcome))
         agent_id = hello.agent_id
+        interval_ns = (hello.clock_sync_interval_ms * 10**6) or DEFAULT_CLOCK_SYNC_NS
+        self.stats.silence_bounds[agent_id] = SILENCE_INTERVALS * interval_ns
+        self.stats.heard[agent_id] = wall_ns()
         connected = self.stats.connected
         connected[agent_id] = connected.get(agent_id, 0) + 1
         log.info(
@@ -399,6 +421,7 @@ class _Session:
 
     async def _read(self) -> None:
         writer = self._ingest._writer
+        heard = self._ingest.stats.heard
         async for raw in self._requests:
             try:
                 msg = _decode(raw)
@@ -406,6 +429,7 @@ class _Session:
                 self._ingest.stats.rejected += 1
                 self._problem = (grpc.StatusCode.INVALID_ARGUMENT, str(exc))
                 return
+            heard[self._agent_id] = wall_ns()
             kind = msg.WhichOneof("body")
             if kind == "batch":
                 batch = msg.batch

@@ -37,10 +37,16 @@ written down here and nothing is estimated that the journal does not hold:
   one pod's real latency.
 - all_responded = the latency at which the ``replicas``-th pod gave its first
   response (the time until as many pods as the run asked for had answered);
-  0 when fewer did or the create time is unknown.
-- failures: per reason of the ``failed`` events, the number of distinct pods;
-  failed_pods: the number of distinct pods with any ``failed`` event (a pod
-  reported as both Error and CrashLoopBackOff is one failed pod).
+  0 when fewer did or the create time is unknown. A pod that failed is never
+  counted as responded, even when it answered before it failed (an OOM kill
+  after the first answer): "all replicas responded" must not sit beside
+  "every pod failed".
+- failures: per pod, the set of reasons of its ``failed`` events, joined with
+  ``+`` in alphabetical order (``CrashLoopBackOff+OOMKilled``); each entry
+  counts the pods with exactly that set, so the counts add up to failed_pods
+  (one entry per reason would count a pod reported OOMKilled and then
+  CrashLoopBackOff twice, reading like twice the failures). failed_pods: the
+  number of distinct pods with any ``failed`` event.
 - memory per pod (DESIGN.md): per node, (MemAvailable "before" - MemAvailable
   "after") / the node's pods that got there. Only node-level samples count.
   "before" must see none of this run's memory and none of the previous run's,
@@ -176,10 +182,18 @@ def compute_summary(
         message=run["message"] or "",
     )
     _phase_stats(summary, chosen, created)
-    summary.all_responded_ns = _all_responded(chosen, created, run["replicas"] or 0)
-    for reason in sorted(failed_by_reason, key=lambda r: (-len(failed_by_reason[r]), r)):
-        summary.failures.add(reason=reason, count=len(failed_by_reason[reason]))
-    summary.failed_pods = len(set().union(*failed_by_reason.values()))
+    failed_pods: set[str] = set().union(*failed_by_reason.values())
+    summary.all_responded_ns = _all_responded(chosen, created, run["replicas"] or 0, failed_pods)
+    reasons_of: dict[str, list[str]] = defaultdict(list)
+    for reason in sorted(failed_by_reason):
+        for uid in failed_by_reason[reason]:
+            reasons_of[uid].append(reason)
+    combined: dict[str, int] = defaultdict(int)
+    for reasons in reasons_of.values():
+        combined["+".join(reasons)] += 1
+    for reason in sorted(combined, key=lambda r: (-combined[r], r)):
+        summary.failures.add(reason=reason, count=combined[reason])
+    summary.failed_pods = len(failed_pods)
     pods = cur.execute(
         "SELECT uid, ordinal, namespace, name, node, labels FROM pods"
         " WHERE run_id = ? ORDER BY ordinal",
@@ -217,10 +231,16 @@ def _phase_stats(
         )
 
 
-def _all_responded(chosen: dict[str, dict[int, _Seen]], created: int | None, replicas: int) -> int:
+def _all_responded(
+    chosen: dict[str, dict[int, _Seen]], created: int | None, replicas: int, failed: set[str]
+) -> int:
     if created is None or replicas <= 0:
         return 0
-    times = sorted(p[_FIRST_RESPONSE].time_ns for p in chosen.values() if _FIRST_RESPONSE in p)
+    times = sorted(
+        p[_FIRST_RESPONSE].time_ns
+        for uid, p in chosen.items()
+        if _FIRST_RESPONSE in p and uid not in failed
+    )
     if len(times) < replicas:
         return 0
     return times[replicas - 1] - created

@@ -1,22 +1,32 @@
 """What every rtbench command line shares: the version flag and the exit-code rule.
 
 Exit codes across the project: 0 success, 1 operational error (something failed
-while running), 2 usage error (bad flags, bad configuration, refused preflight).
+while running), 2 usage error (bad flags, bad configuration, refused preflight),
+141 the reader of standard output went away (``rtctl agents | head -1``): the
+command stops quietly, as a Unix tool killed by SIGPIPE does (128 + 13), without
+"[Errno 32] Broken pipe" or a traceback. SIGPIPE itself stays ignored, as Python
+sets it: restoring its default would also kill a command mid-run, before it
+cleans up, when a socket's peer goes away.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
+import sys
+from collections.abc import Callable
 
 from rtbench import __version__
 
 __all__ = [
+    "EXIT_CLOSED_PIPE",
     "EXIT_FAILED",
     "EXIT_OK",
     "EXIT_USAGE",
     "BadValue",
     "component_parser",
+    "guard_closed_pipe",
     "parse_bool",
     "parse_float",
     "parse_int",
@@ -26,6 +36,27 @@ __all__ = [
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+EXIT_CLOSED_PIPE = 141
+
+
+def guard_closed_pipe(main: Callable[[list[str] | None], int], argv: list[str] | None) -> int:
+    """``main(argv)``, with standard output flushed before returning (also on ``--help``'s
+    SystemExit); a closed pipe on the way is EXIT_CLOSED_PIPE, silently. The output
+    is then pointed at /dev/null, so the interpreter's own flush at exit has nowhere
+    to fail."""
+    try:
+        try:
+            return main(argv)
+        finally:
+            sys.stdout.flush()
+    except BrokenPipeError:
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+        except OSError:
+            pass
+        return EXIT_CLOSED_PIPE
 
 
 def component_parser(prog: str, description: str | None) -> argparse.ArgumentParser:

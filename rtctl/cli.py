@@ -6,8 +6,10 @@ to the user; library code raises. Every subcommand module exposes
 ``func=`` to an ``async def run(args) -> int``; ``main`` runs that coroutine.
 
 Exit codes: 0 success, 1 run failed, timed out or an operational error
-(collector or cluster unreachable, refused), 2 usage or preflight error, 130
-interrupted (SIGINT/SIGTERM: the run was cleaned up and marked aborted).
+(collector or cluster unreachable, refused), 2 usage or preflight error (a
+kubeconfig, context or run id that does not exist too), 130 interrupted
+(SIGINT/SIGTERM: the run was cleaned up and marked aborted), 141 standard
+output was closed by its reader (``| head``): the command stops quietly.
 
 Signals: the first SIGINT or SIGTERM cancels the command's task; commands clean
 up in their cancellation path (delete the Deployment, finish the run ABORTED,
@@ -27,7 +29,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 import rtctl
-from rtbench.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, component_parser
+from rtbench.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, component_parser, guard_closed_pipe
 
 from .errors import Interrupted, RtctlError
 
@@ -72,6 +74,10 @@ def _fail(message: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    return guard_closed_pipe(_main, argv)
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
@@ -88,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         _fail("interrupted")
         return Interrupted.exit_code
+    except BrokenPipeError:
+        raise  # guard_closed_pipe: the reader went away, nothing to say
     except OSError as exc:
         _fail(str(exc))
         return EXIT_FAILED

@@ -16,6 +16,7 @@ whether stdout is a terminal.
 from __future__ import annotations
 
 import argparse
+import errno
 import math
 import os
 import re
@@ -68,10 +69,20 @@ def duration_arg(text: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+class _Console(Console):
+    """rich's Console, except that a closed pipe raises BrokenPipeError like any other
+    write: rich's own handling raises SystemExit inside the command's task, which the
+    event loop turns into a cancellation and a traceback (rtbench.cli ends it quietly)."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        raise BrokenPipeError(errno.EPIPE, "Broken pipe")
+
+
 def console() -> Console:
     """A console on stdout: a terminal's own width, ``$COLUMNS`` when set (rich reads it),
     else ``WIDE_COLUMNS`` so tables in logs and pipes do not wrap."""
-    found = Console()
+    found = _Console()
     if found.is_terminal or os.environ.get("COLUMNS"):
         return found
-    return Console(width=WIDE_COLUMNS)
+    return _Console(width=WIDE_COLUMNS)

@@ -17,13 +17,29 @@ as long as the run.
 The clock sync is a burst of unary ``SyncClock`` exchanges, each stamped just
 around the call, estimated by ``rtbench.clock.OffsetEstimator`` from the
 lowest-delay exchange, the same estimate the agents use.
+
+Riding out a collector outage (``Collector.connect(settings, ride_out=True)``,
+what start-run and run-plan use): a restarted collector keeps its journal, so
+a run need not die with it. A call that finds the collector unreachable
+(UNAVAILABLE or a passed deadline) is retried with pauses from 0.2 s doubling
+to 2 s until it answers or the outage has lasted ``collector_outage_s``
+(``--collector-outage``, 60 s by default); one outage is one budget, shared by
+every call that meets it, so past the limit each further call fails at once
+(the cleanup after the failure is not held up again). ``on_outage`` is told
+once when an outage starts and once when the collector answers again. Retried
+calls are safe to repeat: RecordCreate and FinishRun store the same values
+again, a RegisterRun whose answer was lost is found registered (ALREADY_EXISTS
+on a retry counts as done), and the progress stream is opened again (it starts
+with the collector's counts from its journal). The gRPC channel reconnects
+within 2 s of the collector's return (its own backoff would grow to minutes).
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncGenerator, Awaitable, Callable
+import time
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -42,7 +58,7 @@ from .errors import (
 )
 from .settings import ConnectionSettings
 
-__all__ = ["Collector", "error_for"]
+__all__ = ["Collector", "describe_silence", "error_for", "silent_nodes"]
 
 T = TypeVar("T")
 
@@ -50,7 +66,15 @@ _OPTIONS: tuple[tuple[str, Any], ...] = (
     # A summary with per-pod timelines of a 10,000-pod run is several MB: far
     # above grpc's 4 MiB default for what a client may receive.
     ("grpc.max_receive_message_length", 256 * 2**20),
+    # A collector back from an outage is found within 2 s, not after grpc's backoff
+    # (which grows to 120 s) has run out.
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.min_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 2000),
 )
+RETRY_PAUSE_S = 0.2
+"""First pause before a call is retried in an outage; doubled up to RETRY_PAUSE_MAX_S."""
+RETRY_PAUSE_MAX_S = 2.0
 _TLS_WORDS = ("ssl", "tls", "handshake", "certificate")
 
 
@@ -73,12 +97,34 @@ def error_for(exc: grpc.aio.AioRpcError, target: str, call: str) -> CollectorErr
     return CollectorError(f"collector {target}: {call} failed ({text})")
 
 
+def silent_nodes(agents: Sequence[control_pb2.AgentInfo], nodes: Iterable[str]) -> list[str]:
+    """Of ``nodes``, those whose connected agents are all stale (none speaks any more)."""
+    live = {a.node for a in agents if a.connected and not a.stale}
+    stale = {a.node for a in agents if a.connected and a.stale}
+    return [n for n in nodes if n in stale and n not in live]
+
+
+def describe_silence(node: str, agents: Sequence[control_pb2.AgentInfo]) -> str:
+    """``sim-node-2 (silent for 12.3 s)``, from the collector's own clock."""
+    stale = [a for a in agents if a.node == node and a.connected and a.stale]
+    if not stale or not stale[0].last_heard_ns:
+        return node
+    silent_s = max(wall_ns() - max(a.last_heard_ns for a in stale), 0) / 1e9
+    return f"{node} (silent for {silent_s:.1f} s)"
+
+
 class Collector:
     """A connection to the collector's ControlService (an async context manager)."""
 
-    def __init__(self, settings: ConnectionSettings) -> None:
+    def __init__(self, settings: ConnectionSettings, *, ride_out: bool = False) -> None:
         self.settings = settings
         self.target = settings.collector
+        self.outage_s = settings.collector_outage_s if ride_out else 0.0
+        """How long an outage is ridden out (0: a call fails at its first UNAVAILABLE)."""
+        self.on_outage: Callable[[str], None] = lambda text: None
+        """Told when an outage starts and when the collector answers again."""
+        self._down_since: float | None = None
+        self._back_at: float | None = None
         self.clock: events_pb2.ClockOffset | None = None
         """The last clock estimate ``sync_clock`` measured (None before)."""
         self._security: ChannelSecurity | None = None
@@ -87,9 +133,10 @@ class Collector:
         self._ids = itertools.count(1)
 
     @classmethod
-    def connect(cls, settings: ConnectionSettings) -> Collector:
-        """``async with Collector.connect(settings) as collector``: opens on enter."""
-        return cls(settings)
+    def connect(cls, settings: ConnectionSettings, *, ride_out: bool = False) -> Collector:
+        """``async with Collector.connect(settings) as collector``: opens on enter;
+        ``ride_out``: retry through outages up to ``settings.collector_outage_s``."""
+        return cls(settings, ride_out=ride_out)
 
     async def __aenter__(self) -> Collector:
         try:
@@ -132,18 +179,78 @@ class Collector:
             raise CollectorError(str(exc)) from exc
 
     async def _unary(self, name: str, method: Callable[..., Awaitable[T]], request: Any) -> T:
-        metadata = await self._metadata()
-        try:
-            return await method(request, metadata=metadata, timeout=self.settings.rpc_timeout_s)
-        except grpc.aio.AioRpcError as exc:
-            raise error_for(exc, self.target, name) from None
+        async def once() -> T:
+            metadata = await self._metadata()
+            try:
+                return await method(request, metadata=metadata, timeout=self.settings.rpc_timeout_s)
+            except grpc.aio.AioRpcError as exc:
+                raise error_for(exc, self.target, name) from None
+
+        return await self.ride(name, once)
+
+    # -- outages --------------------------------------------------------------------------
+
+    @property
+    def down_for(self) -> float | None:
+        """Seconds since the current outage began; None while the collector answers."""
+        return None if self._down_since is None else time.monotonic() - self._down_since
+
+    @property
+    def back_for(self) -> float | None:
+        """Seconds since the collector answered again after the last outage; None when
+        there was none (agents need a few seconds to reconnect to a restarted collector)."""
+        return None if self._back_at is None else time.monotonic() - self._back_at
+
+    async def ride(self, call: str, attempt: Callable[[], Awaitable[T]]) -> T:
+        """``attempt()`` until it does not raise CollectorUnreachable or the outage is
+        longer than ``outage_s`` (then one CollectorUnreachable saying so)."""
+        pause = RETRY_PAUSE_S
+        while True:
+            try:
+                result = await attempt()
+            except CollectorUnreachable as exc:
+                self.unreachable(call, exc)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, RETRY_PAUSE_MAX_S)
+                continue
+            self.reachable()
+            return result
+
+    def unreachable(self, call: str, exc: CollectorUnreachable) -> None:
+        """Count ``exc`` against the outage: returns while it may be retried, else raises."""
+        if self.outage_s <= 0:
+            raise exc
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+            self.on_outage(
+                f"collector outage: {exc} during {call}; retrying for up to "
+                f"{self.outage_s:g} s (--collector-outage)"
+            )
+        down = time.monotonic() - self._down_since
+        if down > self.outage_s:
+            raise CollectorUnreachable(
+                f"collector {self.target} unreachable for {down:.0f} s, longer than "
+                f"--collector-outage {self.outage_s:g} s ({call}: {exc})"
+            ) from None
+
+    def reachable(self) -> None:
+        """The collector answered: an outage under way is over."""
+        if self._down_since is not None:
+            self._back_at = time.monotonic()
+            down = self._back_at - self._down_since
+            self._down_since = None
+            self.on_outage(f"collector {self.target} answers again after a {down:.1f} s outage")
 
     # -- the control API ------------------------------------------------------------------
 
     async def sync_clock(self, exchanges: int = 8) -> events_pb2.ClockOffset:
-        """rtctl's offset to the collector from ``exchanges`` NTP-style exchanges."""
+        """rtctl's offset to the collector from ``exchanges`` NTP-style exchanges (a burst
+        cut by an outage is taken again once the collector is back)."""
         if exchanges < 1:
             raise ValueError("exchanges must be at least 1")
+        return await self.ride("SyncClock", lambda: self._sync_burst(exchanges))
+
+    async def _sync_burst(self, exchanges: int) -> events_pb2.ClockOffset:
         estimator = OffsetEstimator(exchanges)
         metadata = await self._metadata()
         for _ in range(exchanges):
@@ -174,11 +281,30 @@ class Collector:
         return self.clock
 
     async def register_run(self, spec: control_pb2.RunSpec) -> str:
-        """Register the run described by ``spec`` (its run_id must be set); the run id."""
-        reply = await self._unary(
-            "RegisterRun", self.stub.RegisterRun, control_pb2.RegisterRunRequest(spec=spec)
-        )
-        return str(reply.run_id)
+        """Register the run described by ``spec`` (its run_id must be set); the run id.
+
+        ALREADY_EXISTS after an attempt that met an outage is that attempt's success
+        (its answer was lost); on the first attempt it is RunExists."""
+        request = control_pb2.RegisterRunRequest(spec=spec)
+        outages = 0
+
+        async def once() -> str:
+            nonlocal outages
+            metadata = await self._metadata()
+            try:
+                reply = await self.stub.RegisterRun(
+                    request, metadata=metadata, timeout=self.settings.rpc_timeout_s
+                )
+            except grpc.aio.AioRpcError as exc:
+                error = error_for(exc, self.target, "RegisterRun")
+                if isinstance(error, RunExists) and outages:
+                    return spec.run_id
+                if isinstance(error, CollectorUnreachable):
+                    outages += 1
+                raise error from None
+            return str(reply.run_id)
+
+        return await self.ride("RegisterRun", once)
 
     async def record_create(
         self, run_id: str, sent_ns: int, received_ns: int, clock: events_pb2.ClockOffset

@@ -90,6 +90,14 @@ class ClusterError(RtctlError):
 
 
 class Interrupted(RtctlError):
-    """SIGINT or SIGTERM ended the command; the run was cleaned up and marked ABORTED."""
+    """SIGINT or SIGTERM ended the command; the run was cleaned up and marked ABORTED, or
+    kept the result it was finished with when the signal came during its teardown.
+
+    ``state``: what the collector holds for the interrupted run (None: never registered),
+    so that a plan counts it as its rerun will."""
 
     exit_code = 130
+
+    def __init__(self, message: str, *, state: int | None = None) -> None:
+        super().__init__(message)
+        self.state = state

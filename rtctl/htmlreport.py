@@ -20,6 +20,7 @@ from .plots import Plot, timeline_name
 from .report import GroupReport, PhaseRow, Report, RunReport
 from .reporttables import format_ms, format_ratio
 from .stats import Spread
+from .summarytable import format_failures, format_memory
 
 __all__ = ["render_html"]
 
@@ -114,13 +115,13 @@ def _comparison(report: Report) -> str:
                 _ratio_cell(report, group, "first_response"),
                 _spread(group.first_response_p50),
                 _spread(group.all_responded),
-                f"{group.memory_per_pod_bytes / MIB:.1f}" if group.memory_per_pod_bytes else "-",
+                format_memory(group.memory_per_pod_bytes),
             ]
         )
     head = ["runtime", "replicas", "runs", "pods measured/expected", "failed", "p50", "p90"]
     head += ["max"]
     head += [f"ratio to {report.baseline} [{report.confidence:.0%} CI]", "per-run p50"]
-    head += ["all responded", "MiB/pod"]
+    head += ["all responded", "memory/pod"]
     caption = (
         "first_response, ms from the Deployment's create; per-run p50 and all responded:"
         " median (min-max) over the repetitions"
@@ -142,19 +143,19 @@ def _group_section(report: Report, group: GroupReport) -> str:
         [*map(_e, cells), _ratio_cell(report, group, row.phase)]
         for cells, row in zip(_phase_rows(group.phases), group.phases, strict=True)
     ]
-    failures = ", ".join(f"{reason} {count}" for reason, count in group.failures) or "none"
-    memory = f"{group.memory_per_pod_bytes / MIB:.1f} MiB" if group.memory_per_pod_bytes else "-"
+    failures = format_failures(group.failed_pods, group.failures)
+    memory = format_memory(group.memory_per_pod_bytes)
     return (
         f"<h3>{_e(group.key.label)}</h3>"
         f"<p>runs: {_e(', '.join(group.run_ids))}; {group.pods} pods, {group.measured} measured"
-        f" of {group.expected} expected; failed pods"
-        f" {group.failed_pods} ({_e(failures)}); memory per pod {memory}</p>"
+        f" of {group.expected} expected; failed pods {_e(failures)};"
+        f" memory per pod {_e(memory)}</p>"
         + _table(head, rows, "ms from the Deployment's create, over all pods of the runs", raw=True)
     )
 
 
 def _run_section(run: RunReport, plots: dict[str, Plot]) -> str:
-    failures = ", ".join(f"{reason} {count}" for reason, count in run.failures) or "none"
+    failures = format_failures(run.failed_pods, run.failures)
     clocks = [
         [agent, node, format_ms(offset), format_ms(unc) if unc >= 0 else "unknown"]
         for agent, node, offset, unc in run.clocks
@@ -166,8 +167,8 @@ def _run_section(run: RunReport, plots: dict[str, Plot]) -> str:
         ["repetition", str(run.repetition)],
         ["image, memory limit", f"{run.image or '-'}, {run.memory_limit or '-'}"],
         ["all responded", format_ms(run.all_responded_ns) + " ms" if run.all_responded_ns else "-"],
-        ["failed pods", f"{run.failed_pods} ({failures})"],
-        ["memory per pod", f"{run.memory_per_pod_bytes / MIB:.1f} MiB"],
+        ["failed pods", failures],
+        ["memory per pod", format_memory(run.memory_per_pod_bytes)],
     ]
     parts = [
         f'<details id="run-{_e(run.run_id)}"><summary>run {_e(run.run_id)}'

@@ -5,9 +5,10 @@ API's failures into ``ClusterError`` with one line (which request, which
 status, the API's own message, or why nothing answered: "connection
 refused"). The kubeconfig is found as kubectl finds it: ``--kubeconfig``, else
 every existing file ``$KUBECONFIG`` lists, merged, else ~/.kube/config; a
-missing one is said in one line. Responses are read as plain JSON dicts
-(``_preload_content=False``): rtctl needs a handful of fields, and dicts keep
-them exactly as the API sent them.
+missing one, or a context it does not have, is a usage error (exit 2) said in
+one line. Responses are read as plain JSON dicts (``_preload_content=False``):
+rtctl needs a handful of fields, and dicts keep them exactly as the API sent
+them.
 
 The workload helpers live here so that start-run and run-plan drive the cluster
 the same way: create and delete the Deployment with the wall-clock times around
@@ -37,7 +38,7 @@ from kubernetes_asyncio import config as k8s_config
 
 from rtbench.clock import wall_ns
 
-from .errors import ClusterError
+from .errors import ClusterError, UsageError
 from .settings import ConnectionSettings
 from .workload import RUN_ID_LABEL
 
@@ -144,7 +145,7 @@ class Cluster:
         existing, missing = kubeconfig_paths(self.settings, os.environ)
         if not existing:
             where = " nor ".join(map(str, missing))
-            raise ClusterError(
+            raise UsageError(
                 f"kubeconfig {where} does not exist (give --kubeconfig or set $KUBECONFIG)"
             )
         self.kubeconfig, self.missing_kubeconfig = existing, missing
@@ -159,7 +160,10 @@ class Cluster:
                 client_configuration=configuration,
                 persist_config=False,
             )
-        except (OSError, ValueError, k8s_config.ConfigException) as exc:
+        except (ValueError, k8s_config.ConfigException) as exc:
+            # A context it lacks or content it cannot use: configuration (exit 2).
+            raise UsageError(f"kubeconfig {shown}: {exc}") from exc
+        except OSError as exc:
             raise ClusterError(f"kubeconfig {shown}: {exc}") from exc
         self.host = str(configuration.host)
         self._api = k8s.ApiClient(configuration)

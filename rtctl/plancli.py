@@ -156,7 +156,11 @@ async def run_plan(
     The comparison is ``collect_report`` on the plan id: the same runs and numbers as
     ``rtctl report --plan-id``; succeeded runs only, unless no run succeeded."""
     display = TextPlanDisplay(progress or console, explicit_seed=seed is not None)
-    async with Collector.connect(settings) as collector, Cluster.connect(settings) as cluster:
+    async with (
+        Collector.connect(settings, ride_out=True) as collector,
+        Cluster.connect(settings) as cluster,
+    ):
+        collector.on_outage = display.note
         outcome = await execute_plan(
             plan, collector, cluster, display, seed=seed, retry_failed=retry_failed
         )

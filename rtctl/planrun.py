@@ -232,6 +232,13 @@ def standing_run(
     return None
 
 
+def _counts_as_done(state: int, retry_failed: bool) -> bool:
+    """Whether a run finished in ``state`` stands for its key (``standing_run``'s rule)."""
+    if state == control_pb2.RUN_STATE_SUCCEEDED:
+        return True
+    return not retry_failed and state in FINISHED_FAILED
+
+
 def _differences(plan: Plan, planned: PlannedRun, info: control_pb2.RunInfo) -> list[str]:
     spec = info.spec
     wanted = (
@@ -371,12 +378,19 @@ async def execute_plan(
                     display.note(warning)
             run_display = display.run_starting(position, len(order), run, request.run_id, eta)
             outcome = await execute_run(
-                replace(request, environment=report.environment), collector, cluster, run_display
+                replace(request, environment=report.environment, nodes=report.nodes),
+                collector,
+                cluster,
+                run_display,
             )
         except (Interrupted, asyncio.CancelledError) as exc:
+            # A run interrupted after it was finished (its teardown or settle time) keeps
+            # its result, and a rerun counts it done by standing_run's rule: so here.
+            kept = exc.state if isinstance(exc, Interrupted) else None
+            done = len(results) + (kept is not None and _counts_as_done(kept, retry_failed))
             raise Interrupted(
                 f"plan {plan.plan_id} interrupted at run {position} of {len(order)} ({run.key}):"
-                f" {len(results)} runs are done; run the same command again to resume"
+                f" {done} runs are done; run the same command again to resume"
             ) from exc
         except (ClusterError, CollectorError) as exc:
             if run_display is not None:

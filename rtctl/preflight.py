@@ -10,7 +10,9 @@ listing every problem, so a user fixes them in one go, not one per attempt:
 - the namespace exists;
 - capacity: free pod slots on the schedulable nodes (allocatable pods minus the
   pods already there) against the replicas; refused above, warned above 90 %;
-- an agent is connected for every schedulable node, with a clock estimate;
+- an agent is connected for every schedulable node, heard from within its
+  silence bound (3 x its clock-sync interval: a SIGSTOPped or hung agent keeps
+  its connection open but says nothing), with a clock estimate;
 - no pods of an earlier run (``app=c-http-server`` or any ``rtbench.io/run-id``)
   are left in the namespace. An rtctl killed mid-run leaves its Deployment, its
   pods and a run still RUNNING in the collector: ``find_leftovers`` names them and
@@ -40,7 +42,7 @@ from typing import Any
 from rtbench import __version__
 from rtbench.v1 import control_pb2
 
-from .control import Collector
+from .control import Collector, describe_silence
 from .errors import ClusterError, PreflightError
 from .kube import Cluster
 from .startrun import RunRequest
@@ -72,6 +74,9 @@ NEAR_FULL = 0.9
 """Above this share of the free pod slots a run is warned about: a node that is nearly
 full schedules the last pods late or not at all when anything else starts."""
 _DONE_PHASES = ("Succeeded", "Failed")
+AGENT_RETURN_S = 20.0
+"""How long after a collector outage preflight waits for the agents to reconnect: an agent's
+reconnect backoff is capped at 5 s by default, and a clock estimate follows at once."""
 
 
 @dataclass(frozen=True)
@@ -196,6 +201,27 @@ def _environment(
     return env
 
 
+def _ready_nodes(agents: Sequence[control_pb2.AgentInfo]) -> set[str]:
+    return {
+        a.node
+        for a in agents
+        if a.connected and not a.stale and a.HasField("clock") and a.clock.samples > 0
+    }
+
+
+async def _agents(collector: Collector, nodes: Sequence[str]) -> list[control_pb2.AgentInfo]:
+    """The collector's agents; right after a collector outage, waited for (up to
+    AGENT_RETURN_S after the collector's return) until every node's agent is back: a
+    restarted collector knows no connected agent until each has reconnected."""
+    agents = await collector.agents()
+    while (back := collector.back_for) is not None and back < AGENT_RETURN_S:
+        if not set(nodes) - _ready_nodes(agents):
+            break
+        await asyncio.sleep(0.5)
+        agents = await collector.agents()
+    return agents
+
+
 def _names(pods: list[dict[str, Any]]) -> set[str]:
     # Every pod counts, terminating or finished too: it still holds a slot or a process.
     return {str(p["metadata"]["name"]) for p in pods}
@@ -256,18 +282,25 @@ async def preflight(request: RunRequest, collector: Collector, cluster: Cluster)
             f"slots on {len(names)} nodes: the last pods may wait for room"
         )
 
-    agents = await collector.agents()
-    ready_agents = {
-        a.node for a in agents if a.connected and a.HasField("clock") and a.clock.samples > 0
-    }
+    agents = await _agents(collector, names)
+    live = [a for a in agents if a.connected and not a.stale]
+    ready_agents = {a.node for a in live if a.HasField("clock") and a.clock.samples > 0}
     connected = {a.node for a in agents if a.connected}
     missing = [n for n in names if n not in connected]
-    unsynced = [n for n in names if n in connected and n not in ready_agents]
+    silent = [n for n in names if n in connected and n not in {a.node for a in live}]
+    unsynced = [n for n in names if n in connected and n not in silent and n not in ready_agents]
     if missing:
         problems.append(
             f"no agent connected to collector {collector.target} for node(s) "
             f"{', '.join(missing)}: start `agent run --node NODE --collector "
             f"{collector.target}` there (the DaemonSet does)"
+        )
+    if silent:
+        problems.append(
+            "agent(s) on "
+            + ", ".join(describe_silence(n, agents) for n in silent)
+            + ": connected but not heard from within their bound (3 x the clock-sync "
+            "interval): stopped, hung or cut off? (rtctl agents shows them stale)"
         )
     if unsynced:
         problems.append(

@@ -15,8 +15,8 @@ all show the same numbers.
 - Per group (runtime class + variant + replicas): nearest-rank p50/p90/p99/max
   per phase over all pods of all the group's runs, the uncertainties of those
   pods' events, failures summed, memory per pod as the mean of the runs that
-  measured one, and per-run p50 first_response and all-responded across the
-  repetitions.
+  measured one (a negative mean is shown "below resolution", as for a run),
+  and per-run p50 first_response and all-responded across the repetitions.
 - Per group, pods measured / pods expected: pods that answered (have a
   first_response) against the replicas the runs asked for, so a group whose
   slowest pods never answered does not pass for a fast one unnoticed.
@@ -394,7 +394,9 @@ def _group(key: GroupKey, runs: Sequence[RunReport]) -> GroupReport:
     for run in runs:
         for reason, count in run.failures:
             failures[reason] += count
-    memory = [run.memory_per_pod_bytes for run in runs if run.memory_per_pod_bytes > 0]
+    # Every run that measured one (0: not measured), negative ones too: leaving out the
+    # runs below resolution would report the noise of the others as a footprint.
+    memory = [run.memory_per_pod_bytes for run in runs if run.memory_per_pod_bytes]
     first = [
         row.latency.p50_ns
         for run in runs

@@ -41,7 +41,7 @@ from rtbench.v1 import control_pb2
 
 from . import cliargs
 from .control import Collector
-from .errors import UsageError
+from .errors import UnknownRun, UsageError
 from .htmlreport import render_html
 from .planrun import RunKey, standing_run
 from .plots import render_plots
@@ -49,7 +49,7 @@ from .report import PhaseRow, Report, build_report, state_name
 from .reporttables import print_report
 from .settings import add_connection_options, connection_settings
 from .stats import DEFAULT_RESAMPLES, Spread
-from .summarytable import summary_dict
+from .summarytable import format_memory, summary_dict
 
 __all__ = ["add_parser", "collect_report", "report_json", "run", "select_runs", "write_report"]
 
@@ -145,7 +145,8 @@ async def collect_report(
     """The report on the named runs, or on the runs matching test and plan id that
     ``select_runs`` keeps.
 
-    Raises UsageError when nothing matches, CollectorError when a call fails.
+    Raises UsageError when nothing matches or a named run is unknown, CollectorError
+    when a call fails.
     """
     notes: list[str] = []
     if not run_ids:
@@ -162,7 +163,17 @@ async def collect_report(
                 f"{' with ' + which if which else ''} in the collector"
                 + ("" if include_failed else " (--include-failed adds failed ones)")
             )
-    summaries = [await collector.summary(run_id, include_pods=True) for run_id in run_ids]
+    summaries, unknown = [], []
+    for run_id in run_ids:
+        try:
+            summaries.append(await collector.summary(run_id, include_pods=True))
+        except UnknownRun:
+            unknown.append(run_id)
+    if unknown:
+        # Named on the command line: a usage error (exit 2), as an unknown --test-id is.
+        raise UsageError(
+            f"no run {', '.join(map(repr, unknown))} in the collector (rtctl runs lists them)"
+        )
     # Bootstrapping is CPU work: a thread keeps the event loop (and Ctrl-C) responsive.
     return await asyncio.to_thread(
         build_report, summaries, baseline=baseline, resamples=resamples, seed=seed, notes=notes
@@ -273,6 +284,7 @@ def report_json(report: Report) -> dict[str, Any]:
                 "failed_pods": g.failed_pods,
                 "failures": dict(g.failures),
                 "memory_per_pod_bytes": g.memory_per_pod_bytes,
+                "memory_per_pod": format_memory(g.memory_per_pod_bytes),
                 "phases": _phases(g.phases),
                 "first_response_p50_per_run": _spread(g.first_response_p50),
                 "all_responded_per_run": _spread(g.all_responded),

@@ -20,7 +20,7 @@ from rich.text import Text
 
 from .report import Comparison, GroupReport, Report
 from .stats import RatioInterval, Spread
-from .summarytable import summary_table
+from .summarytable import format_failures, format_memory, summary_table
 
 __all__ = [
     "comparison_table",
@@ -55,7 +55,7 @@ def _spread_ms(spread: Spread) -> str:
 
 
 def _memory(group: GroupReport) -> str:
-    return f"{group.memory_per_pod_bytes / MIB:.1f}" if group.memory_per_pod_bytes else "-"
+    return format_memory(group.memory_per_pod_bytes)
 
 
 def _vs_baseline(report: Report, group: GroupReport, comparison: Comparison | None) -> Text:
@@ -71,14 +71,14 @@ def _vs_baseline(report: Report, group: GroupReport, comparison: Comparison | No
 
 def group_table(report: Report, group: GroupReport) -> Table:
     """One runtime (runtime class, variant, replicas): phases by percentiles over all its pods."""
-    failures = ", ".join(f"{reason} {count}" for reason, count in group.failures) or "none"
+    failures = format_failures(group.failed_pods, group.failures)
     table = Table(
         title=(
             f"{group.key.label}: {len(group.run_ids)} runs, {group.pods} pods,"
             f" measured {group.measured} of {group.expected} expected"
         ),
         caption=(
-            f"failed pods {group.failed_pods} ({failures}); memory per pod {_memory(group)} MiB;"
+            f"failed pods {failures}; memory per pod {_memory(group)};"
             f" latency from the Deployment's create, ms"
         ),
         title_justify="left",
@@ -123,7 +123,7 @@ def comparison_table(report: Report, phase: str = "first_response") -> Table:
     table.add_column("ratio [CI]")
     table.add_column("per-run p50", justify="right")
     table.add_column("all responded", justify="right")
-    table.add_column("MiB/pod", justify="right")
+    table.add_column("memory/pod", justify="right")
     for group in report.groups:
         row = group.phase(phase)
         cells = ["-", "-", "-"]

@@ -151,8 +151,10 @@ def add_parser(subparsers: Any) -> None:
         "agents",
         help="list the agents with their clock offsets and when they were last seen",
         description=(
-            "List the agents the collector knows, one per node: whether each is connected, "
-            "its version, when it was last heard from, and its clock offset to the collector "
+            "List the agents the collector knows, one per node: whether each is connected "
+            "(or stale: connected but silent for longer than 3 x its clock-sync interval, "
+            "which preflight refuses), its version, when it was last heard from, and its "
+            "clock offset to the collector "
             "with the uncertainty bound (events from a node without an offset cannot be "
             "placed on the collector's timeline). --format json for scripts."
         ),
@@ -189,9 +191,10 @@ async def start_run(args: argparse.Namespace) -> int:
     display = display_for(sys.stderr)
     try:
         async with (
-            Collector.connect(settings) as collector,
+            Collector.connect(settings, ride_out=True) as collector,
             Cluster.connect(settings) as cluster,
         ):
+            collector.on_outage = display.note
             if cluster.kubeconfig_note:
                 display.note(cluster.kubeconfig_note)
             display.stage("preflight")
@@ -209,7 +212,9 @@ async def start_run(args: argparse.Namespace) -> int:
                 display.note(note)
             for warning in report.warnings:
                 display.note(f"warning: {warning}")
-            request = dataclasses.replace(request, environment=report.environment)
+            request = dataclasses.replace(
+                request, environment=report.environment, nodes=report.nodes
+            )
             outcome = await execute_run(request, collector, cluster, display)
     finally:
         # A refused preflight or an early error must not leave the live view (and a
@@ -321,6 +326,14 @@ async def list_runs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _connection(agent: control_pb2.AgentInfo) -> str:
+    """``yes``, ``no``, or ``stale`` for a connection that stays open while the agent says
+    nothing (SIGSTOPped, hung): it counts as not ready."""
+    if agent.connected and agent.stale:
+        return f"stale (silent > {agent.silence_bound_ns / 1e9:g} s)"
+    return "yes" if agent.connected else "no"
+
+
 def _agent_row(agent: control_pb2.AgentInfo) -> dict[str, Any]:
     clock = agent.clock if agent.HasField("clock") else None
     return {
@@ -328,7 +341,10 @@ def _agent_row(agent: control_pb2.AgentInfo) -> dict[str, Any]:
         "node": agent.node,
         "agent_version": agent.agent_version,
         "connected": agent.connected,
+        "stale": agent.stale,
         "last_seen_ns": agent.last_seen_ns,
+        "last_heard_ns": agent.last_heard_ns,
+        "silence_bound_ns": agent.silence_bound_ns,
         "committed_sequence": agent.committed_sequence,
         "clock": None
         if clock is None
@@ -368,14 +384,13 @@ async def list_agents(args: argparse.Namespace) -> int:
             offset, samples = f"{c.offset_ns / 1e6:+.3f} ms ± {bound} ms", str(c.samples)
         else:
             offset, samples = "unknown", "0"
-        seen = (
-            f"{format_ns(max(now - agent.last_seen_ns, 0))} ago" if agent.last_seen_ns else "never"
-        )
+        last = max(agent.last_seen_ns, agent.last_heard_ns)
+        seen = f"{format_ns(max(now - last, 0))} ago" if last else "never"
         table.add_row(
             agent.node,
             agent.agent_id,
             agent.agent_version or "-",
-            "yes" if agent.connected else "no",
+            _connection(agent),
             seen,
             offset,
             samples,

@@ -31,6 +31,7 @@ from rtbench.cli import parse_bool as _bool
 from rtbench.cli import parse_float as _float
 from rtbench.grpcsecurity import channel_problem
 
+from .cliargs import parse_duration
 from .errors import UsageError
 
 __all__ = [
@@ -68,6 +69,11 @@ class ConnectionSettings:
     """Deadline of one control call. Finishing a run computes its summary (about 0.4 s for
     10,000 pods); 30 s is far above any healthy answer and short enough to report a hung
     collector instead of waiting forever."""
+    collector_outage_s: float = 60.0
+    """How long start-run and run-plan ride out a collector that does not answer (it was
+    restarted, say: its journal keeps everything) before the run fails. 60 s covers a
+    restart by hand or by systemd with room to spare, and is short next to a run's
+    default 300 s timeout; 0 fails at the first unanswered call."""
     kubeconfig: Path | None = None
     """None: $KUBECONFIG, else ~/.kube/config, as kubectl does."""
     context: str | None = None
@@ -82,6 +88,11 @@ class ConnectionSettings:
             raise UsageError(f"--rpc-timeout must be a number, got {timeout!r}")
         if not (timeout > 0 and math.isfinite(timeout)):
             raise UsageError(f"--rpc-timeout must be a positive number of seconds, got {timeout}")
+        outage = self.collector_outage_s
+        if isinstance(outage, bool) or not isinstance(outage, int | float):
+            raise UsageError(f"--collector-outage must be a duration, got {outage!r}")
+        if not (outage >= 0 and math.isfinite(outage)):
+            raise UsageError(f"--collector-outage must not be negative, got {outage}")
         if self.context is not None and not self.context:
             raise UsageError("--context must not be empty")
 
@@ -106,6 +117,8 @@ class _Option:
     help: str
     kubernetes: bool = False
     """Belongs to the cluster connection (left out for commands that only read the collector)."""
+    runs: bool = False
+    """Only for the commands that run (start-run, run-plan: the ones with ``kubernetes``)."""
     switch: bool = False
 
     @property
@@ -132,6 +145,14 @@ _OPTIONS: tuple[_Option, ...] = (
     ),
     _Option("--insecure", "insecure", _bool, "allow plaintext to a remote collector", switch=True),
     _Option("--rpc-timeout", "rpc_timeout_s", _float, "deadline of one collector call, s"),
+    _Option(
+        "--collector-outage",
+        "collector_outage_s",
+        parse_duration,
+        "how long a run rides out a collector that does not answer (restarted, say) before "
+        "it fails, deleting its Deployment: 60, 90s, 2m; 0 fails at once",
+        runs=True,
+    ),
     _Option(
         "--kubeconfig",
         "kubeconfig",
@@ -160,13 +181,15 @@ def add_connection_options(parser: argparse.ArgumentParser, *, kubernetes: bool 
     )
     defaults = ConnectionSettings()
     for option in _OPTIONS:
-        if option.kubernetes and not kubernetes:
+        if (option.kubernetes or option.runs) and not kubernetes:
             continue
         text = option.help
         if "%s" in text:
             text = text % getattr(defaults, option.name)
         elif option.name == "rpc_timeout_s":
             text = f"{text} (default: {defaults.rpc_timeout_s:g})"
+        elif option.name == "collector_outage_s":
+            text = f"{text} (default: {defaults.collector_outage_s:g} s)"
         text = f"{text} [{option.env}]"
         if option.switch:
             group.add_argument(option.flag, dest=option.dest, action="store_true", help=text)

@@ -17,10 +17,27 @@ collector's summary with per-pod times). In order:
 6. read the summary (after teardown, so late events such as the last node
    memory samples are in).
 
+A collector that goes away (restarted, say) is ridden out at every step for up
+to ``--collector-outage`` (rtctl/control.py): a note names the outage when it
+starts and ends, the progress stream is opened again, and the run goes on,
+with the agents resending what the collector missed. Past the limit the run
+fails like any operational error (below). While following, the agents of the
+run's nodes are checked every ``AGENT_CHECK_S``: a note names a node whose
+agent went silent (``stale``: connected, not heard from within 3 x its
+clock-sync interval), and again when it is heard from.
+
+The run's last line is taken from the summary read after teardown, never from
+the progress counts at the moment the run stopped: a pod that fails after that
+moment (an OOM kill after its first answer) is counted in the summary, so the
+last line counts it too, and the message stored with the run names no count.
+
 Cancellation (SIGINT/SIGTERM in the CLI) at any point deletes the Deployment,
 finishes the run ABORTED and waits for the pods to go; a second cancellation
 stops that wait (or skips it, when it arrives while the Deployment is being deleted or
-the run is being finished). Then ``Interrupted`` is raised. Any other error after the run
+the run is being finished). Then ``Interrupted`` is raised, carrying the state the
+collector keeps for the run: ABORTED, or the run's own result when it was already
+finished (a Ctrl-C during teardown or the settle time), so run-plan counts it as
+a rerun will. Any other error after the run
 was registered finishes it FAILED and deletes the Deployment (best effort)
 before it propagates.
 """
@@ -29,16 +46,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TypeVar
 
 from rtbench.v1 import control_pb2, events_pb2
 
-from .control import Collector
+from .control import Collector, describe_silence, silent_nodes
 from .display import RunDisplay
-from .errors import ClusterError, CollectorError, Interrupted, RtctlError, UsageError
+from .errors import (
+    ClusterError,
+    CollectorError,
+    CollectorUnreachable,
+    Interrupted,
+    RtctlError,
+    UsageError,
+)
 from .kube import Cluster
 from .summarytable import format_ns
 from .workload import (
@@ -55,17 +79,40 @@ from .workload import (
     workload_deployment,
 )
 
-__all__ = ["READY_GRACE_S", "RunOutcome", "RunRequest", "execute_run", "new_run_id"]
+__all__ = [
+    "READY_GRACE_S",
+    "RunOutcome",
+    "RunRequest",
+    "execute_run",
+    "new_run_id",
+    "outcome_message",
+]
 
 T = TypeVar("T")
 
 _EMPTY: Mapping[str, str] = MappingProxyType({})
+
+_FAILED = "pods failed"
+"""The run's stored message for a failure: no count, which only the summary can give."""
+_TERMINAL = frozenset(
+    (
+        control_pb2.RUN_STATE_SUCCEEDED,
+        control_pb2.RUN_STATE_FAILED,
+        control_pb2.RUN_STATE_TIMED_OUT,
+        control_pb2.RUN_STATE_ABORTED,
+    )
+)
 
 READY_GRACE_S = 10.0
 """After the last first response, how long to keep following for Ready (readiness probes
 run every 1 s at best), so the summary's ready row covers every pod."""
 TICK_S = 1.0
 """How often the display is handed the latest counts even when nothing changed."""
+AGENT_CHECK_S = 5.0
+"""How often the run's agents are checked for silence while following: the same period as
+the plain display's progress line."""
+_RETRY_PAUSE_S = (0.2, 2.0)
+"""First and longest pause before the progress stream is opened again in an outage."""
 
 
 @dataclass(frozen=True)
@@ -96,6 +143,9 @@ class RunRequest:
     repetition: int = 0
     environment: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
     """Cluster type, versions, settings (RunSpec.environment); preflight fills it."""
+    nodes: tuple[str, ...] = ()
+    """The nodes the pods can use (preflight fills it), whose agents are watched for
+    silence during the run; empty: every node with a connected agent."""
 
     def __post_init__(self) -> None:
         class_problem = name_problem(self.runtime_class) or label_value_problem(self.runtime_class)
@@ -215,6 +265,8 @@ class _Run:
         self.registered = False
         self.finished = False
         self.create_sent = False
+        self.state: control_pb2.RunState | None = None
+        """The state the run was finished in (None until then)."""
         self.cancels_absorbed: list[int] = []
         """Cancellations that arrived during cleanup steps that must finish anyway."""
         self.latest: control_pb2.Progress | None = None
@@ -222,31 +274,43 @@ class _Run:
     # -- following progress ---------------------------------------------------------------
 
     async def follow(self) -> tuple[control_pb2.RunState, str]:
-        """Until done, failed or timed out (see the module docstring): state and message."""
+        """Until done, failed or timed out (see the module docstring): state and message.
+
+        The message names no count: the summary read after teardown gives the final one."""
         replicas = self.request.replicas
         loop = asyncio.get_running_loop()
         responded = False
         failed = 0
+        pause = _RETRY_PAUSE_S[0]
         try:
             async with asyncio.timeout(self.request.timeout_s) as deadline:
-                stream = self.collector.watch_progress(self.run_id)
-                async with contextlib.aclosing(stream):
-                    async for message in stream:
-                        self.latest = message
-                        self.display.progress(message)
-                        counts = {int(c.phase): c.count for c in message.counts}
-                        answered = counts.get(events_pb2.PHASE_FIRST_RESPONSE, 0)
-                        failed = counts.get(events_pb2.PHASE_FAILED, 0)
-                        ready = counts.get(events_pb2.PHASE_READY, 0)
-                        if failed and answered + failed >= replicas:
-                            return control_pb2.RUN_STATE_FAILED, f"{failed} pod(s) failed"
-                        if answered >= replicas and not responded:
-                            responded = True
-                            when = deadline.when()
-                            grace_end = loop.time() + READY_GRACE_S
-                            deadline.reschedule(grace_end if when is None else min(when, grace_end))
-                        if responded and ready >= replicas:
-                            break
+                while True:
+                    try:
+                        progress = contextlib.aclosing(self._progress())
+                        async with progress as messages:
+                            async for message in messages:
+                                self.latest = message
+                                self.display.progress(message)
+                                counts = {int(c.phase): c.count for c in message.counts}
+                                answered = counts.get(events_pb2.PHASE_FIRST_RESPONSE, 0)
+                                failed = counts.get(events_pb2.PHASE_FAILED, 0)
+                                ready = counts.get(events_pb2.PHASE_READY, 0)
+                                if failed and answered + failed >= replicas:
+                                    return control_pb2.RUN_STATE_FAILED, _FAILED
+                                if answered >= replicas and not responded:
+                                    responded = True
+                                    when = deadline.when()
+                                    grace_end = loop.time() + READY_GRACE_S
+                                    deadline.reschedule(
+                                        grace_end if when is None else min(when, grace_end)
+                                    )
+                                if responded and ready >= replicas:
+                                    break
+                        break
+                    except CollectorUnreachable as exc:
+                        self.collector.unreachable("WatchProgress", exc)  # raises past the limit
+                        await asyncio.sleep(pause)
+                        pause = min(pause * 2, _RETRY_PAUSE_S[1])
             if not responded:
                 raise CollectorError(
                     f"collector {self.collector.target} ended the progress stream of "
@@ -256,18 +320,58 @@ class _Run:
             if not responded:
                 late = f"not every replica answered within {self.request.timeout_s:g} s"
                 if failed:  # the failures are the likelier cause: say so first
-                    return control_pb2.RUN_STATE_FAILED, f"{failed} pod(s) failed; {late}"
+                    return control_pb2.RUN_STATE_FAILED, f"{_FAILED}; {late}"
                 return control_pb2.RUN_STATE_TIMED_OUT, late
         if failed:
-            return control_pb2.RUN_STATE_FAILED, f"{failed} pod(s) failed"
+            return control_pb2.RUN_STATE_FAILED, _FAILED
         return control_pb2.RUN_STATE_SUCCEEDED, ""
 
+    async def _progress(self) -> AsyncGenerator[control_pb2.Progress, None]:
+        """One subscription to the run's progress. A stream that ends while the run is
+        still going (a collector stopping on SIGTERM closes it cleanly) is an outage too:
+        CollectorUnreachable, so that ``follow`` subscribes again."""
+        stream = self.collector.watch_progress(self.run_id)
+        state = control_pb2.RUN_STATE_UNSPECIFIED
+        async with contextlib.aclosing(stream):
+            async for message in stream:
+                self.collector.reachable()
+                state = message.state
+                yield message
+        if state not in _TERMINAL:
+            raise CollectorUnreachable(
+                f"collector {self.collector.target} closed the progress stream of run {self.run_id}"
+            )
+
     async def tick(self) -> None:
-        """Hand the display the latest counts every second, so plain output keeps going."""
+        """Hand the display the latest counts every second, so plain output keeps going;
+        every AGENT_CHECK_S, name the run's nodes whose agents went silent (and came back)."""
+        silent: set[str] = set()
+        loop = asyncio.get_running_loop()
+        checked = loop.time()
         while True:
             await asyncio.sleep(TICK_S)
             if self.latest is not None:
                 self.display.progress(self.latest)
+            if loop.time() - checked >= AGENT_CHECK_S and self.collector.down_for is None:
+                checked = loop.time()
+                silent = await self._check_agents(silent)
+
+    async def _check_agents(self, silent: set[str]) -> set[str]:
+        """Notes for nodes whose agents went silent or came back; the silent ones now."""
+        try:
+            agents = await self.collector.agents()
+        except CollectorError:
+            return silent  # an outage: follow() says so; the check waits for the next tick
+        nodes = self.request.nodes or sorted({a.node for a in agents if a.connected})
+        now = set(silent_nodes(agents, nodes))
+        for node in sorted(now - silent):
+            self.display.note(
+                f"agent on {describe_silence(node, agents)} went silent: events of the "
+                f"pods on {node} are not arriving (is the agent stopped or hung?)"
+            )
+        for node in sorted(silent - now):
+            self.display.note(f"agent on {node} heard from again")
+        return now
 
     async def follow_and_show(self) -> tuple[control_pb2.RunState, str]:
         try:
@@ -365,6 +469,7 @@ async def execute_run(
     Interrupted when cancelled (after cleaning up). A FAILED or TIMED_OUT run is returned,
     not raised: the caller decides (start-run exits 1, run-plan records it and goes on)."""
     run = _Run(request, collector, cluster, display)
+    collector.on_outage = display.note
     try:
         display.stage(f"registering run {run.run_id}")
         await collector.register_run(request.spec(run.run_id))
@@ -380,9 +485,10 @@ async def execute_run(
             f"{clock.offset_ns / 1e6:+.3f} ms ± {clock.uncertainty_ns / 1e6:.3f} ms)"
         )
         display.stage(f"waiting for {request.replicas} replicas to answer")
-        state, message = await run.follow_and_show()
-        await collector.finish_run(run.run_id, state, message)
+        state, stored = await run.follow_and_show()
+        await collector.finish_run(run.run_id, state, stored)
         run.finished = True
+        run.state = state
         delete_latency = 0
         if not request.keep:
             display.stage(f"deleting Deployment {run.name}")
@@ -395,19 +501,37 @@ async def execute_run(
         if current is not None:
             current.uncancel()
         await run.abort()
+        if run.state is not None:
+            state_text = control_pb2.RunState.Name(run.state).removeprefix("RUN_STATE_")
+            raise Interrupted(
+                f"run {run.run_id} interrupted after it finished {state_text}: Deployment deleted",
+                state=run.state,
+            ) from None
         raise Interrupted(
-            f"run {run.run_id} interrupted: Deployment deleted, run marked aborted"
+            f"run {run.run_id} interrupted: Deployment deleted, run marked aborted",
+            state=control_pb2.RUN_STATE_ABORTED if run.registered else None,
         ) from None
     except Exception as exc:
         await run.fail(exc)
         raise
     finally:
+        collector.on_outage = lambda text: None
         display.close()
     return RunOutcome(
         run_id=run.run_id,
         state=state,
         summary=summary,
-        message=message,
+        message=outcome_message(state, stored, summary),
         create_latency_ns=timed.latency_ns,
         delete_latency_ns=delete_latency,
     )
+
+
+def outcome_message(
+    state: control_pb2.RunState, stored: str, summary: control_pb2.RunSummary
+) -> str:
+    """The run's last line: for a failure, the summary's count of failed pods (the one
+    its table shows), whatever the progress counts were when the run stopped."""
+    if state != control_pb2.RUN_STATE_FAILED or not stored.startswith(_FAILED):
+        return stored
+    return f"{summary.failed_pods} pod(s) failed{stored.removeprefix(_FAILED)}"

@@ -15,6 +15,7 @@ every int64 a string) and names phases, sources and states in lower case.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from rich.table import Table
@@ -24,6 +25,8 @@ from rtbench.v1 import control_pb2, events_pb2
 from .display import LIFECYCLE, phase_name
 
 __all__ = [
+    "format_failures",
+    "format_memory",
     "format_ns",
     "source_name",
     "state_name",
@@ -44,6 +47,30 @@ def format_ns(ns: int) -> str:
     if ns < 10_000_000_000:
         return f"{ns / 1e6:.1f} ms"
     return f"{ns / 1e9:.2f} s"
+
+
+BELOW_RESOLUTION = "below resolution"
+
+
+def format_memory(per_pod_bytes: float) -> str:
+    """Memory per pod as every view shows it: ``10.2 MiB``; ``-`` when not measured (0);
+    ``below resolution`` when negative. MemAvailable moves by more than a small pod's
+    footprint on its own (page cache, other processes), so a negative difference says
+    the footprint was too small to see, not that pods gave memory back."""
+    if per_pod_bytes < 0:
+        return BELOW_RESOLUTION
+    if not per_pod_bytes:
+        return "-"
+    return f"{per_pod_bytes / 2**20:.1f} MiB"
+
+
+def format_failures(failed_pods: int, failures: Iterable[tuple[str, int]]) -> str:
+    """``4 (4 with CrashLoopBackOff+OOMKilled)``: the failed pods and, per set of reasons a
+    pod was reported with, how many pods had it (the counts add up to the pods)."""
+    if not failed_pods:
+        return "0"
+    reasons = ", ".join(f"{count} with {reason or 'unknown'}" for reason, count in failures)
+    return f"{failed_pods} ({reasons})" if reasons else str(failed_pods)
 
 
 def state_name(state: int) -> str:
@@ -69,15 +96,14 @@ def summary_lines(summary: control_pb2.RunSummary) -> list[str]:
         lines.append(
             f"all {spec.replicas} replicas responded after {format_ns(summary.all_responded_ns)}"
         )
+    elif summary.failed_pods:
+        lines.append(f"not all {spec.replicas} replicas responded (failed pods do not count)")
     else:
         lines.append(f"not all {spec.replicas} replicas responded")
-    if summary.failed_pods:
-        reasons = ", ".join(f"{f.reason or 'unknown'} {f.count}" for f in summary.failures)
-        lines.append(f"failed pods: {summary.failed_pods} ({reasons})")
-    else:
-        lines.append("failed pods: 0")
+    failures = [(f.reason, f.count) for f in summary.failures]
+    lines.append(f"failed pods: {format_failures(summary.failed_pods, failures)}")
     if summary.memory_per_pod_bytes:
-        lines.append(f"memory per pod: {summary.memory_per_pod_bytes / 2**20:.1f} MiB")
+        lines.append(f"memory per pod: {format_memory(summary.memory_per_pod_bytes)}")
     if summary.HasField("rtctl_clock"):
         c = summary.rtctl_clock
         lines.append(f"rtctl clock: {c.offset_ns / 1e6:+.3f} ms ± {c.uncertainty_ns / 1e6:.3f} ms")
@@ -178,6 +204,7 @@ def summary_dict(summary: control_pb2.RunSummary) -> dict[str, Any]:
         "failed_pods": summary.failed_pods,
         "failures": {f.reason: f.count for f in summary.failures},
         "memory_per_pod_bytes": summary.memory_per_pod_bytes,
+        "memory_per_pod": format_memory(summary.memory_per_pod_bytes),
         "rtctl_clock": _clock(summary.rtctl_clock) if summary.HasField("rtctl_clock") else None,
         "clocks": [
             {

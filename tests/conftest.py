@@ -17,6 +17,14 @@ from rtbench.influxd import LocalInfluxd
 REPO = Path(__file__).resolve().parent.parent
 
 
+def kill_if_running(process: subprocess.Popen[Any]) -> None:
+    """Kill and reap ``process`` unless it has ended (a test's ``finally``: no child is
+    left behind when the test fails before the process did)."""
+    if process.poll() is None:
+        process.kill()
+        process.wait()
+
+
 async def wait_until(
     condition: Callable[[], Any], *, within: float, every: float = 0.02, what: str = ""
 ) -> Any:

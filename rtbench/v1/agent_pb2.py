@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from rtbench.v1 import events_pb2 as rtbench_dot_v1_dot_events__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16rtbench/v1/agent.proto\x12\nrtbench.v1\x1a\x17rtbench/v1/events.proto\"\xd0\x01\n\tNodeFacts\x12\x16\n\x0ekernel_version\x18\x01 \x01(\t\x12\x10\n\x08os_image\x18\x02 \x01(\t\x12!\n\x19\x63ontainer_runtime_version\x18\x03 \x01(\t\x12\x17\n\x0fkubelet_version\x18\x04 \x01(\t\x12\x14\n\x0c\x61rchitecture\x18\x05 \x01(\t\x12\x11\n\tcpu_count\x18\x06 \x01(\r\x12\x1a\n\x12memory_total_bytes\x18\x07 \x01(\x03\x12\x18\n\x10\x61llocatable_pods\x18\x08 \x01(\r\"{\n\x05Hello\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x0c\n\x04node\x18\x02 \x01(\t\x12\x15\n\ragent_version\x18\x03 \x01(\t\x12\x10\n\x08protocol\x18\x04 \x01(\t\x12)\n\nnode_facts\x18\x05 \x01(\x0b\x32\x15.rtbench.v1.NodeFacts\"\xcd\x01\n\x05\x42\x61tch\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12!\n\x06\x65vents\x18\x02 \x03(\x0b\x32\x11.rtbench.v1.Event\x12+\n\x07samples\x18\x03 \x03(\x0b\x32\x1a.rtbench.v1.ResourceSample\x12\'\n\x06probes\x18\x04 \x03(\x0b\x32\x17.rtbench.v1.ProbeResult\x12&\n\x05\x63lock\x18\x05 \x01(\x0b\x32\x17.rtbench.v1.ClockOffset\x12\x11\n\tsealed_ns\x18\x06 \x01(\x03\"\x92\x01\n\x0c\x41gentMessage\x12\"\n\x05hello\x18\x01 \x01(\x0b\x32\x11.rtbench.v1.HelloH\x00\x12\"\n\x05\x62\x61tch\x18\x02 \x01(\x0b\x32\x11.rtbench.v1.BatchH\x00\x12\x32\n\nclock_sync\x18\x03 \x01(\x0b\x32\x1c.rtbench.v1.ClockSyncRequestH\x00\x42\x06\n\x04\x62ody\"V\n\x07Welcome\x12\x14\n\x0c\x63ollector_id\x18\x01 \x01(\t\x12\x1a\n\x12\x63ommitted_sequence\x18\x02 \x01(\x04\x12\x19\n\x11\x63ollector_time_ns\x18\x03 \x01(\x03\"*\n\x03\x41\x63k\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x11\n\tduplicate\x18\x02 \x01(\x08\"\x94\x01\n\x10\x43ollectorMessage\x12&\n\x07welcome\x18\x01 \x01(\x0b\x32\x13.rtbench.v1.WelcomeH\x00\x12\x1e\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x0f.rtbench.v1.AckH\x00\x12\x30\n\nclock_sync\x18\x03 \x01(\x0b\x32\x1a.rtbench.v1.ClockSyncReplyH\x00\x42\x06\n\x04\x62ody2U\n\x0c\x41gentService\x12\x45\n\x07\x43onnect\x12\x18.rtbench.v1.AgentMessage\x1a\x1c.rtbench.v1.CollectorMessage(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16rtbench/v1/agent.proto\x12\nrtbench.v1\x1a\x17rtbench/v1/events.proto\"\xd0\x01\n\tNodeFacts\x12\x16\n\x0ekernel_version\x18\x01 \x01(\t\x12\x10\n\x08os_image\x18\x02 \x01(\t\x12!\n\x19\x63ontainer_runtime_version\x18\x03 \x01(\t\x12\x17\n\x0fkubelet_version\x18\x04 \x01(\t\x12\x14\n\x0c\x61rchitecture\x18\x05 \x01(\t\x12\x11\n\tcpu_count\x18\x06 \x01(\r\x12\x1a\n\x12memory_total_bytes\x18\x07 \x01(\x03\x12\x18\n\x10\x61llocatable_pods\x18\x08 \x01(\r\"\x9b\x01\n\x05Hello\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x0c\n\x04node\x18\x02 \x01(\t\x12\x15\n\ragent_version\x18\x03 \x01(\t\x12\x10\n\x08protocol\x18\x04 \x01(\t\x12)\n\nnode_facts\x18\x05 \x01(\x0b\x32\x15.rtbench.v1.NodeFacts\x12\x1e\n\x16\x63lock_sync_interval_ms\x18\x06 \x01(\r\"\xcd\x01\n\x05\x42\x61tch\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12!\n\x06\x65vents\x18\x02 \x03(\x0b\x32\x11.rtbench.v1.Event\x12+\n\x07samples\x18\x03 \x03(\x0b\x32\x1a.rtbench.v1.ResourceSample\x12\'\n\x06probes\x18\x04 \x03(\x0b\x32\x17.rtbench.v1.ProbeResult\x12&\n\x05\x63lock\x18\x05 \x01(\x0b\x32\x17.rtbench.v1.ClockOffset\x12\x11\n\tsealed_ns\x18\x06 \x01(\x03\"\x92\x01\n\x0c\x41gentMessage\x12\"\n\x05hello\x18\x01 \x01(\x0b\x32\x11.rtbench.v1.HelloH\x00\x12\"\n\x05\x62\x61tch\x18\x02 \x01(\x0b\x32\x11.rtbench.v1.BatchH\x00\x12\x32\n\nclock_sync\x18\x03 \x01(\x0b\x32\x1c.rtbench.v1.ClockSyncRequestH\x00\x42\x06\n\x04\x62ody\"V\n\x07Welcome\x12\x14\n\x0c\x63ollector_id\x18\x01 \x01(\t\x12\x1a\n\x12\x63ommitted_sequence\x18\x02 \x01(\x04\x12\x19\n\x11\x63ollector_time_ns\x18\x03 \x01(\x03\"*\n\x03\x41\x63k\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x11\n\tduplicate\x18\x02 \x01(\x08\"\x94\x01\n\x10\x43ollectorMessage\x12&\n\x07welcome\x18\x01 \x01(\x0b\x32\x13.rtbench.v1.WelcomeH\x00\x12\x1e\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x0f.rtbench.v1.AckH\x00\x12\x30\n\nclock_sync\x18\x03 \x01(\x0b\x32\x1a.rtbench.v1.ClockSyncReplyH\x00\x42\x06\n\x04\x62ody2U\n\x0c\x41gentService\x12\x45\n\x07\x43onnect\x12\x18.rtbench.v1.AgentMessage\x1a\x1c.rtbench.v1.CollectorMessage(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,18 +34,18 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_NODEFACTS']._serialized_start=64
   _globals['_NODEFACTS']._serialized_end=272
-  _globals['_HELLO']._serialized_start=274
-  _globals['_HELLO']._serialized_end=397
-  _globals['_BATCH']._serialized_start=400
-  _globals['_BATCH']._serialized_end=605
-  _globals['_AGENTMESSAGE']._serialized_start=608
-  _globals['_AGENTMESSAGE']._serialized_end=754
-  _globals['_WELCOME']._serialized_start=756
-  _globals['_WELCOME']._serialized_end=842
-  _globals['_ACK']._serialized_start=844
-  _globals['_ACK']._serialized_end=886
-  _globals['_COLLECTORMESSAGE']._serialized_start=889
-  _globals['_COLLECTORMESSAGE']._serialized_end=1037
-  _globals['_AGENTSERVICE']._serialized_start=1039
-  _globals['_AGENTSERVICE']._serialized_end=1124
+  _globals['_HELLO']._serialized_start=275
+  _globals['_HELLO']._serialized_end=430
+  _globals['_BATCH']._serialized_start=433
+  _globals['_BATCH']._serialized_end=638
+  _globals['_AGENTMESSAGE']._serialized_start=641
+  _globals['_AGENTMESSAGE']._serialized_end=787
+  _globals['_WELCOME']._serialized_start=789
+  _globals['_WELCOME']._serialized_end=875
+  _globals['_ACK']._serialized_start=877
+  _globals['_ACK']._serialized_end=919
+  _globals['_COLLECTORMESSAGE']._serialized_start=922
+  _globals['_COLLECTORMESSAGE']._serialized_end=1070
+  _globals['_AGENTSERVICE']._serialized_start=1072
+  _globals['_AGENTSERVICE']._serialized_end=1157
 # @@protoc_insertion_point(module_scope)

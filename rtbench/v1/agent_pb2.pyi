@@ -28,18 +28,20 @@ class NodeFacts(_message.Message):
     def __init__(self, kernel_version: _Optional[str] = ..., os_image: _Optional[str] = ..., container_runtime_version: _Optional[str] = ..., kubelet_version: _Optional[str] = ..., architecture: _Optional[str] = ..., cpu_count: _Optional[int] = ..., memory_total_bytes: _Optional[int] = ..., allocatable_pods: _Optional[int] = ...) -> None: ...
 
 class Hello(_message.Message):
-    __slots__ = ("agent_id", "node", "agent_version", "protocol", "node_facts")
+    __slots__ = ("agent_id", "node", "agent_version", "protocol", "node_facts", "clock_sync_interval_ms")
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     NODE_FIELD_NUMBER: _ClassVar[int]
     AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
     PROTOCOL_FIELD_NUMBER: _ClassVar[int]
     NODE_FACTS_FIELD_NUMBER: _ClassVar[int]
+    CLOCK_SYNC_INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
     agent_id: str
     node: str
     agent_version: str
     protocol: str
     node_facts: NodeFacts
-    def __init__(self, agent_id: _Optional[str] = ..., node: _Optional[str] = ..., agent_version: _Optional[str] = ..., protocol: _Optional[str] = ..., node_facts: _Optional[_Union[NodeFacts, _Mapping]] = ...) -> None: ...
+    clock_sync_interval_ms: int
+    def __init__(self, agent_id: _Optional[str] = ..., node: _Optional[str] = ..., agent_version: _Optional[str] = ..., protocol: _Optional[str] = ..., node_facts: _Optional[_Union[NodeFacts, _Mapping]] = ..., clock_sync_interval_ms: _Optional[int] = ...) -> None: ...
 
 class Batch(_message.Message):
     __slots__ = ("sequence", "events", "samples", "probes", "clock", "sealed_ns")

@@ -264,7 +264,7 @@ class ListAgentsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class AgentInfo(_message.Message):
-    __slots__ = ("agent_id", "node", "agent_version", "node_facts", "clock", "connected", "last_seen_ns", "committed_sequence")
+    __slots__ = ("agent_id", "node", "agent_version", "node_facts", "clock", "connected", "last_seen_ns", "committed_sequence", "last_heard_ns", "silence_bound_ns", "stale")
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     NODE_FIELD_NUMBER: _ClassVar[int]
     AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -273,6 +273,9 @@ class AgentInfo(_message.Message):
     CONNECTED_FIELD_NUMBER: _ClassVar[int]
     LAST_SEEN_NS_FIELD_NUMBER: _ClassVar[int]
     COMMITTED_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    LAST_HEARD_NS_FIELD_NUMBER: _ClassVar[int]
+    SILENCE_BOUND_NS_FIELD_NUMBER: _ClassVar[int]
+    STALE_FIELD_NUMBER: _ClassVar[int]
     agent_id: str
     node: str
     agent_version: str
@@ -281,7 +284,10 @@ class AgentInfo(_message.Message):
     connected: bool
     last_seen_ns: int
     committed_sequence: int
-    def __init__(self, agent_id: _Optional[str] = ..., node: _Optional[str] = ..., agent_version: _Optional[str] = ..., node_facts: _Optional[_Union[_agent_pb2.NodeFacts, _Mapping]] = ..., clock: _Optional[_Union[_events_pb2.ClockOffset, _Mapping]] = ..., connected: _Optional[bool] = ..., last_seen_ns: _Optional[int] = ..., committed_sequence: _Optional[int] = ...) -> None: ...
+    last_heard_ns: int
+    silence_bound_ns: int
+    stale: bool
+    def __init__(self, agent_id: _Optional[str] = ..., node: _Optional[str] = ..., agent_version: _Optional[str] = ..., node_facts: _Optional[_Union[_agent_pb2.NodeFacts, _Mapping]] = ..., clock: _Optional[_Union[_events_pb2.ClockOffset, _Mapping]] = ..., connected: _Optional[bool] = ..., last_seen_ns: _Optional[int] = ..., committed_sequence: _Optional[int] = ..., last_heard_ns: _Optional[int] = ..., silence_bound_ns: _Optional[int] = ..., stale: _Optional[bool] = ...) -> None: ...
 
 class ListAgentsResponse(_message.Message):
     __slots__ = ("agents",)

@@ -94,7 +94,7 @@ def _start(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_start_up_failures_exit_1_with_one_line(tmp_path: Path) -> None:
+def test_start_up_failures_exit_with_one_line(tmp_path: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     result = _start(tmp_path, "--state-dir", str(blocker / "state"))
@@ -109,9 +109,10 @@ def test_start_up_failures_exit_1_with_one_line(tmp_path: Path) -> None:
         f"agent: error: cannot read TLS CA file {tmp_path / 'none.pem'}: No such file or directory"
     ]
 
+    # A kubeconfig that is not there is configuration, as a bad flag is (exit 2).
     missing = tmp_path / "no-kubeconfig"
     result = _start(tmp_path, "--state-dir", state, "--kubeconfig", str(missing))
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert len(result.stderr.splitlines()) == 1, result.stderr
     assert result.stderr.startswith(
         f"agent: error: cannot load the Kubernetes configuration ({missing})"

@@ -30,10 +30,17 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent.errors import ConfigError
 from agent.settings import NODE_ENV, OPTIONS, settings_from_sources
 from rtctl.workload import DEFAULT_IMAGE, DEFAULT_MEMORY, pod_labels, workload_deployment
-from tests.deploy.helm import CHARTS, REPO, helm, render, schema_problems, yaml_documents
+from tests.deploy.helm import (
+    CHARTS,
+    REPO,
+    find_helm,
+    helm,
+    render,
+    schema_problems,
+    yaml_documents,
+)
 
 SKIP_DIRS = {
     ".git",
@@ -53,8 +60,10 @@ STATIC_MANIFESTS = (REPO / "deploy" / "k3s" / "runtimeclasses.yaml", EXAMPLE)
 
 
 def _values_sets(chart: str) -> list[Path | None]:
-    """None (the defaults) and every values file in the chart's ci/ folder."""
-    return [None, *sorted((CHARTS / chart / "ci").glob("*.yaml"))]
+    """None (the defaults, for a chart that renders with them) and every values file in
+    the chart's ci/ folder. The agent chart needs collector.address (see below)."""
+    defaults: list[Path | None] = [] if chart == "rtbench-agent" else [None]
+    return [*defaults, *sorted((CHARTS / chart / "ci").glob("*.yaml"))]
 
 
 VALUES_SETS = [
@@ -305,11 +314,6 @@ def test_agent_chart_environment_makes_valid_settings(values: Path | None) -> No
     environ[NODE_ENV] = "node-1"
     args = container.get("args", [])
     flags = {a[2:].replace("-", "_"): v for a, v in zip(args[::2], args[1::2], strict=True)}
-    if values is None:
-        # Without collector.address the agent refuses to start, naming what is missing.
-        with pytest.raises(ConfigError, match="--collector is required"):
-            settings_from_sources(environ, flags)
-        return
     agent = settings_from_sources(environ, flags)
     assert agent.node == "node-1"
     assert agent.uplink.collector == environ["RTBENCH_AGENT_COLLECTOR"]
@@ -342,3 +346,74 @@ def test_agent_chart_paths_lie_on_its_volumes(values: Path | None) -> None:
         # containerd's directory is mounted where it is on the host, so the path holds.
         (mount,) = [m for p, m in mounts.items() if _under(socket, p)]
         assert volumes[mount["name"]]["hostPath"]["path"] == mount["mountPath"]
+
+
+# -- the agent chart refuses what the agent would refuse ---------------------------------
+
+
+def _render_agent(*args: str) -> subprocess.CompletedProcess[str]:
+    """``helm template`` of the agent chart with ``args``, its failure returned, not raised."""
+    return subprocess.run(
+        [str(find_helm()), "template", "rtbench", str(CHARTS / "rtbench-agent"), *args],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("args", "names"),
+    [
+        # The schema refuses an empty address first, naming it by its path.
+        pytest.param((), ["'/collector/address': minLength"], id="no-address"),
+        pytest.param(
+            ("--set", "collector.address=monitor.lan:7070"),
+            [
+                "collector.address monitor.lan:7070 is not on loopback",
+                "collector.tls.caSecret",
+                "collector.insecure=true",
+            ],
+            id="remote-plaintext",
+        ),
+        pytest.param(
+            ("--skip-schema-validation",),
+            ["collector.address is required", "--set collector.address="],
+            id="no-address-without-schema",
+        ),
+        pytest.param(
+            ("--set", "collector.address=[fd00::1]:7070"),
+            ["collector.address [fd00::1]:7070 is not on loopback"],
+            id="remote-ipv6-plaintext",
+        ),
+    ],
+)
+def test_agent_chart_fails_at_render_naming_the_value_to_set(
+    args: tuple[str, ...], names: list[str]
+) -> None:
+    done = _render_agent(*args)
+    assert done.returncode != 0, done.stdout
+    for name in names:
+        assert name in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"collector.address": "127.0.0.1:7070"},
+        {"collector.address": "localhost:7070"},
+        {"collector.address": "[::1]:7070"},
+        {"collector.address": "monitor.lan:7070", "collector.insecure": "true"},
+        {"collector.address": "monitor.lan:7070", "collector.tls.caSecret": "collector-ca"},
+    ],
+    ids=lambda values: ",".join(f"{k}={v}" for k, v in values.items()),
+)
+def test_what_the_agent_chart_renders_the_agent_accepts(values: dict[str, str]) -> None:
+    args = [a for key, value in values.items() for a in ("--set", f"{key}={value}")]
+    done = _render_agent(*args)
+    assert done.returncode == 0, done.stderr
+    (daemonset,) = [o for o in yaml_documents(done.stdout) if o["kind"] == "DaemonSet"]
+    env = {
+        e["name"]: e["value"]
+        for e in daemonset["spec"]["template"]["spec"]["containers"][0]["env"]
+        if "value" in e
+    }
+    settings = settings_from_sources({**env, NODE_ENV: "node-1"}, {})
+    assert settings.uplink.collector == values["collector.address"]

@@ -433,6 +433,63 @@ def disk_full(fs: FaultStack, v: Verdict) -> None:
     v.observed = _observed(v, f"{failures} commits refused while full, collector kept running")
 
 
+# -- 9. collector restarted under rtctl start-run --------------------------------------------------
+
+
+def collector_restart_rtctl(fs: FaultStack, v: Verdict) -> None:
+    """Issue 16: the collector SIGKILLed 0.5 s after start-run's Deployment create and
+    restarted on the same journal 3 s later; a real ``rtctl start-run`` of 40 pods must
+    ride it out and end with every pod complete."""
+    run_id, replicas = "f-collector-restart-rtctl", 40
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RTBENCH_")}
+    env.update(fs.stack.rtctl_env())
+    name = deployment_name(run_id)
+    out, err = fs.root / f"{run_id}.json", fs.root / f"{run_id}.err"
+    with open(out, "wb") as stdout, open(err, "wb") as stderr:
+        proc = subprocess.Popen(
+            [str(BIN / "rtctl"), "start-run", "--runtime-class", RUNTIME, "--replicas",
+             str(replicas), "--run-id", run_id, "--settle", "0", "--timeout", "180",
+             "--format", "json"],
+            stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL, env=env,
+        )  # fmt: skip
+    try:
+        poll_until(lambda: name in _deployments(fs), within=120, what="the Deployment", every=0.02)
+        time.sleep(0.5)  # the fault: 0.5 s after the create ...
+        fs.stack.kill("collector")
+        time.sleep(3)  # ... for 3 s
+        fs.stack.restart("collector")
+        code = proc.wait(240)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = err.read_text()
+    result = json.loads(out.read_text()) if code == 0 else {}
+    d = Driver(fs, run_id, replicas=replicas)
+    summary = d.summary(pods=True)
+    complete = _complete(fs, d, summary, v)
+    v.numbers.update(
+        exit_code=code,
+        outage_named="collector outage" in text and "answers again" in text,
+        run_state=result.get("state", "?"),
+        pods_in_output=len(result.get("pods", [])),
+        left_deployments=len([n for n in _deployments(fs) if n == name]),
+        stderr_tail=text.strip().splitlines()[-3:],
+    )
+    n = v.numbers
+    v.passed = bool(
+        complete
+        and code == 0
+        and n["outage_named"]
+        and n["run_state"] == "succeeded"
+        and n["pods_in_output"] == replicas
+        and n["left_deployments"] == 0
+    )
+    v.observed = _observed(
+        v, f"start-run exit {code}, outage named: {n['outage_named']}, run {n['run_state']}"
+    )
+
+
 SCENARIOS = (
     Scenario("collector_kill", "collector SIGKILLed mid-run, restarted after 5 s",
              "every pod has every phase exactly once; the summary is complete", collector_kill),
@@ -452,4 +509,8 @@ SCENARIOS = (
     Scenario("disk_full", "disk full for the journal",
              "collector pushes back, neither crashes nor acks what it did not store",
              disk_full, poisons=False),
+    Scenario("collector_restart_rtctl",
+             "collector SIGKILLed 0.5 s after start-run's create, restarted 3 s later (40 pods)",
+             "start-run rides it out (a line names the outage), exit 0, every pod complete",
+             collector_restart_rtctl),
 )  # fmt: skip

@@ -98,7 +98,7 @@ def test_the_table_orders_start_up_phases_by_lifecycle_and_states_the_facts() ->
     assert "gone" not in order, "teardown phases stay out of the start-up table"
     assert "run run-7: kata-fc/fc, 4 replicas, failed" in text
     assert "not all 4 replicas responded" in text
-    assert "failed pods: 1 (OOMKilled 1)" in text
+    assert "failed pods: 1 (1 with OOMKilled)" in text
     assert "memory per pod: 135.0 MiB" in text
     assert "rtctl clock: +0.120 ms ± 0.300 ms" in text
     assert "agent pi5 clock: +0.000 ms ± unknown" in text

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import time
 from pathlib import Path
@@ -56,12 +57,21 @@ def test_missing_namespace_and_bad_flags(stack: Stack) -> None:
 
 def test_unreachable_collector_is_an_operational_error(stack: Stack) -> None:
     address = f"127.0.0.1:{free_port()}"
-    done = stack.rtctl(
-        "start-run", "--runtime-class", "runc", env={"RTBENCH_RTCTL_COLLECTOR": address}
-    )
+    # Without riding out the outage (0 s, from the environment): the first call's error.
+    env = {"RTBENCH_RTCTL_COLLECTOR": address, "RTBENCH_RTCTL_COLLECTOR_OUTAGE": "0"}
+    done = stack.rtctl("start-run", "--runtime-class", "runc", env=env)
     assert done.returncode == 1
     (error,) = error_lines(done.stderr)
     assert error.startswith(f"rtctl: collector {address} is unreachable")
+    # Riding it out for 1 s (the flag wins over the environment): said, then given up.
+    done = stack.rtctl("start-run", "--runtime-class", "runc", "--collector-outage", "1s", env=env)
+    assert done.returncode == 1
+    assert f"collector outage: collector {address} is unreachable" in done.stderr
+    (error,) = error_lines(done.stderr)
+    assert re.match(
+        rf"rtctl: collector {address} unreachable for \d+ s, longer than --collector-outage 1 s",
+        error,
+    ), error
 
 
 def test_capacity_and_agents_per_node(stack_factory: StackFactory) -> None:
@@ -198,7 +208,7 @@ def test_a_cluster_that_does_not_answer_is_one_line(stack: Stack, tmp_path: Path
     gone = stack.rtctl(
         "start-run", "--runtime-class", "runc", env={"RTBENCH_RTCTL_KUBECONFIG": str(missing)}
     )
-    assert gone.returncode == 1
+    assert gone.returncode == 2  # configuration, as a bad flag
     assert gone.stderr.strip() == (
         f"rtctl: kubeconfig {missing} does not exist (give --kubeconfig or set $KUBECONFIG)"
     )

@@ -520,8 +520,13 @@ async def test_report_refuses_what_it_cannot_report_on(stack: Stack) -> None:
         == "rtctl: no succeeded runs with test id 'no-such-test' in the collector"
         " (--include-failed adds failed ones)"
     )
+    # A run id that does not exist is a usage error too, as an unknown test id is.
     unknown = await asyncio.to_thread(stack.rtctl, "report", "no-such-run")
-    assert unknown.returncode == 1 and "no-such-run" in unknown.stderr
+    assert unknown.returncode == 2, unknown.stderr
+    assert (
+        unknown.stderr.strip()
+        == "rtctl: no run 'no-such-run' in the collector (rtctl runs lists them)"
+    )
     bad = await asyncio.to_thread(stack.rtctl, "report", "--bootstrap", "0")
     assert bad.returncode == 2 and "--bootstrap" in bad.stderr
 
