@@ -48,11 +48,11 @@ until containerd reports its container created, and densely from then on: before
 that nothing can answer, and in a burst the shared budget is worth more to pods
 that can. containerd's word can arrive a few ms after the app already answered,
 so while a containerd reader is connected (``start_hints``) a first response
-without a create or start yet is held back up to ``START_HINT_WAIT_S`` for it. Where the pod's address came from is in
-``address_source``: the runtime (``cri``, or ``cri_host_network`` for the node's
-own address), or the pod's status in the API (``api_pod_ip``: published after a
-relist, so the first attempt often succeeds at once and the bracket reaches back
-to a start).
+without a create or start yet is held back up to ``START_HINT_WAIT_S`` for it.
+Where the pod's address came from is in ``address_source``: the runtime
+(``cri``, or ``cri_host_network`` for the node's own address), or the pod's
+status in the API (``api_pod_ip``: published after a relist, so the first
+attempt often succeeds at once and the bracket reaches back to a start).
 
 Scheduling: one loop serves all pods from two earliest-deadline-first heaps,
 pods still waiting for their first response before pods already answering. It
