@@ -26,7 +26,7 @@ from rtbench.v1 import agent_pb2 as rtbench_dot_v1_dot_agent__pb2
 from rtbench.v1 import events_pb2 as rtbench_dot_v1_dot_events__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18rtbench/v1/control.proto\x12\nrtbench.v1\x1a\x16rtbench/v1/agent.proto\x1a\x17rtbench/v1/events.proto\"\xb0\x02\n\x07RunSpec\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0f\n\x07test_id\x18\x02 \x01(\t\x12\x15\n\rruntime_class\x18\x03 \x01(\t\x12\x0f\n\x07variant\x18\x04 \x01(\t\x12\x10\n\x08replicas\x18\x05 \x01(\r\x12\r\n\x05image\x18\x06 \x01(\t\x12\x14\n\x0cmemory_limit\x18\x07 \x01(\t\x12\x12\n\nrepetition\x18\x08 \x01(\r\x12\x11\n\tnamespace\x18\t \x01(\t\x12\x0f\n\x07plan_id\x18\n \x01(\t\x12\x39\n\x0b\x65nvironment\x18\x0b \x03(\x0b\x32$.rtbench.v1.RunSpec.EnvironmentEntry\x1a\x32\n\x10\x45nvironmentEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"7\n\x12RegisterRunRequest\x12!\n\x04spec\x18\x01 \x01(\x0b\x32\x13.rtbench.v1.RunSpec\"%\n\x13RegisterRunResponse\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"\x8a\x01\n\x13RecordCreateRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x17\n\x0frequest_sent_ns\x18\x02 \x01(\x03\x12\x1c\n\x14response_received_ns\x18\x03 \x01(\x03\x12,\n\x0brtctl_clock\x18\x04 \x01(\x0b\x32\x17.rtbench.v1.ClockOffset\"*\n\x14RecordCreateResponse\x12\x12\n\ncreated_ns\x18\x01 \x01(\x03\"X\n\x10\x46inishRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12#\n\x05state\x18\x02 \x01(\x0e\x32\x14.rtbench.v1.RunState\x12\x0f\n\x07message\x18\x03 \x01(\t\"\x13\n\x11\x46inishRunResponse\"&\n\x14WatchProgressRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"=\n\nPhaseCount\x12 \n\x05phase\x18\x01 \x01(\x0e\x32\x11.rtbench.v1.Phase\x12\r\n\x05\x63ount\x18\x02 \x01(\r\"\x8a\x01\n\x08Progress\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x10\n\x08replicas\x18\x02 \x01(\r\x12&\n\x06\x63ounts\x18\x03 \x03(\x0b\x32\x16.rtbench.v1.PhaseCount\x12#\n\x05state\x18\x04 \x01(\x0e\x32\x14.rtbench.v1.RunState\x12\x0f\n\x07time_ns\x18\x05 \x01(\x03\"<\n\x14GetRunSummaryRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x14\n\x0cinclude_pods\x18\x02 \x01(\x08\"\xc5\x01\n\nPhaseStats\x12 \n\x05phase\x18\x01 \x01(\x0e\x32\x11.rtbench.v1.Phase\x12\r\n\x05\x63ount\x18\x02 \x01(\r\x12\x0e\n\x06min_ns\x18\x03 \x01(\x03\x12\x0e\n\x06p50_ns\x18\x04 \x01(\x03\x12\x0e\n\x06p90_ns\x18\x05 \x01(\x03\x12\x0e\n\x06p99_ns\x18\x06 \x01(\x03\x12\x0e\n\x06max_ns\x18\x07 \x01(\x03\x12\x1a\n\x12max_uncertainty_ns\x18\x08 \x01(\x03\x12\x1a\n\x12p50_uncertainty_ns\x18\t \x01(\x03\"-\n\x0c\x46\x61ilureCount\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\r\"\x8e\x01\n\tPhaseTime\x12 \n\x05phase\x18\x01 \x01(\x0e\x32\x11.rtbench.v1.Phase\x12\"\n\x06source\x18\x02 \x01(\x0e\x32\x12.rtbench.v1.Source\x12\x0f\n\x07time_ns\x18\x03 \x01(\x03\x12\x12\n\nlatency_ns\x18\x04 \x01(\x03\x12\x16\n\x0euncertainty_ns\x18\x05 \x01(\x03\"f\n\x0bPodTimeline\x12\x0f\n\x07ordinal\x18\x01 \x01(\r\x12\x1f\n\x03pod\x18\x02 \x01(\x0b\x32\x12.rtbench.v1.PodRef\x12%\n\x06phases\x18\x03 \x03(\x0b\x32\x15.rtbench.v1.PhaseTime\"T\n\nAgentClock\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x0c\n\x04node\x18\x02 \x01(\t\x12&\n\x05\x63lock\x18\x03 \x01(\x0b\x32\x17.rtbench.v1.ClockOffset\"\xac\x03\n\nRunSummary\x12!\n\x04spec\x18\x01 \x01(\x0b\x32\x13.rtbench.v1.RunSpec\x12#\n\x05state\x18\x02 \x01(\x0e\x32\x14.rtbench.v1.RunState\x12\x12\n\ncreated_ns\x18\x03 \x01(\x03\x12\x13\n\x0b\x66inished_ns\x18\x04 \x01(\x03\x12&\n\x06phases\x18\x05 \x03(\x0b\x32\x16.rtbench.v1.PhaseStats\x12\x18\n\x10\x61ll_responded_ns\x18\x06 \x01(\x03\x12*\n\x08\x66\x61ilures\x18\x07 \x03(\x0b\x32\x18.rtbench.v1.FailureCount\x12\x1c\n\x14memory_per_pod_bytes\x18\x08 \x01(\x01\x12&\n\x06\x63locks\x18\t \x03(\x0b\x32\x16.rtbench.v1.AgentClock\x12,\n\x0brtctl_clock\x18\n \x01(\x0b\x32\x17.rtbench.v1.ClockOffset\x12%\n\x04pods\x18\x0b \x03(\x0b\x32\x17.rtbench.v1.PodTimeline\x12\x0f\n\x07message\x18\x0c \x01(\t\x12\x13\n\x0b\x66\x61iled_pods\x18\r \x01(\r\"z\n\x07RunInfo\x12!\n\x04spec\x18\x01 \x01(\x0b\x32\x13.rtbench.v1.RunSpec\x12#\n\x05state\x18\x02 \x01(\x0e\x32\x14.rtbench.v1.RunState\x12\x12\n\ncreated_ns\x18\x03 \x01(\x03\x12\x13\n\x0b\x66inished_ns\x18\x04 \x01(\x03\"3\n\x0fListRunsRequest\x12\x0f\n\x07test_id\x18\x01 \x01(\t\x12\x0f\n\x07plan_id\x18\x02 \x01(\t\"5\n\x10ListRunsResponse\x12!\n\x04runs\x18\x01 \x03(\x0b\x32\x13.rtbench.v1.RunInfo\"\x13\n\x11ListAgentsRequest\"\xda\x01\n\tAgentInfo\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x0c\n\x04node\x18\x02 \x01(\t\x12\x15\n\ragent_version\x18\x03 \x01(\t\x12)\n\nnode_facts\x18\x04 \x01(\x0b\x32\x15.rtbench.v1.NodeFacts\x12&\n\x05\x63lock\x18\x05 \x01(\x0b\x32\x17.rtbench.v1.ClockOffset\x12\x11\n\tconnected\x18\x06 \x01(\x08\x12\x14\n\x0clast_seen_ns\x18\x07 \x01(\x03\x12\x1a\n\x12\x63ommitted_sequence\x18\x08 \x01(\x04\";\n\x12ListAgentsResponse\x12%\n\x06\x61gents\x18\x01 \x03(\x0b\x32\x15.rtbench.v1.AgentInfo*\xb5\x01\n\x08RunState\x12\x19\n\x15RUN_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14RUN_STATE_REGISTERED\x10\x01\x12\x15\n\x11RUN_STATE_RUNNING\x10\x02\x12\x17\n\x13RUN_STATE_SUCCEEDED\x10\x03\x12\x14\n\x10RUN_STATE_FAILED\x10\x04\x12\x17\n\x13RUN_STATE_TIMED_OUT\x10\x05\x12\x15\n\x11RUN_STATE_ABORTED\x10\x06\x32\xee\x04\n\x0e\x43ontrolService\x12\x45\n\tSyncClock\x12\x1c.rtbench.v1.ClockSyncRequest\x1a\x1a.rtbench.v1.ClockSyncReply\x12N\n\x0bRegisterRun\x12\x1e.rtbench.v1.RegisterRunRequest\x1a\x1f.rtbench.v1.RegisterRunResponse\x12Q\n\x0cRecordCreate\x12\x1f.rtbench.v1.RecordCreateRequest\x1a .rtbench.v1.RecordCreateResponse\x12H\n\tFinishRun\x12\x1c.rtbench.v1.FinishRunRequest\x1a\x1d.rtbench.v1.FinishRunResponse\x12I\n\rWatchProgress\x12 .rtbench.v1.WatchProgressRequest\x1a\x14.rtbench.v1.Progress0\x01\x12I\n\rGetRunSummary\x12 .rtbench.v1.GetRunSummaryRequest\x1a\x16.rtbench.v1.RunSummary\x12\x45\n\x08ListRuns\x12\x1b.rtbench.v1.ListRunsRequest\x1a\x1c.rtbench.v1.ListRunsResponse\x12K\n\nListAgents\x12\x1d.rtbench.v1.ListAgentsRequest\x1a\x1e.rtbench.v1.ListAgentsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18rtbench/v1/control.proto\x12\nrtbench.v1\x1a\x16rtbench/v1/agent.proto\x1a\x17rtbench/v1/events.proto\"\xb0\x02\n\x07RunSpec\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0f\n\x07test_id\x18\x02 \x01(\t\x12\x15\n\rruntime_class\x18\x03 \x01(\t\x12\x0f\n\x07variant\x18\x04 \x01(\t\x12\x10\n\x08replicas\x18\x05 \x01(\r\x12\r\n\x05image\x18\x06 \x01(\t\x12\x14\n\x0cmemory_limit\x18\x07 \x01(\t\x12\x12\n\nrepetition\x18\x08 \x01(\r\x12\x11\n\tnamespace\x18\t \x01(\t\x12\x0f\n\x07plan_id\x18\n \x01(\t\x12\x39\n\x0b\x65nvironment\x18\x0b \x03(\x0b\x32$.rtbench.v1.RunSpec.EnvironmentEntry\x1a\x32\n\x10\x45nvironmentEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"7\n\x12RegisterRunRequest\x12!\n\x04spec\x18\x01 \x01(\x0b\x32\x13.rtbench.v1.RunSpec\"%\n\x13RegisterRunResponse\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"\x8a\x01\n\x13RecordCreateRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x17\n\x0frequest_sent_ns\x18\x02 \x01(\x03\x12\x1c\n\x14response_received_ns\x18\x03 \x01(\x03\x12,\n\x0brtctl_clock\x18\x04 \x01(\x0b\x32\x17.rtbench.v1.ClockOffset\"*\n\x14RecordCreateResponse\x12\x12\n\ncreated_ns\x18\x01 \x01(\x03\"X\n\x10\x46inishRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12#\n\x05state\x18\x02 \x01(\x0e\x32\x14.rtbench.v1.RunState\x12\x0f\n\x07message\x18\x03 \x01(\t\"\x13\n\x11\x46inishRunResponse\"&\n\x14WatchProgressRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"=\n\nPhaseCount\x12 \n\x05phase\x18\x01 \x01(\x0e\x32\x11.rtbench.v1.Phase\x12\r\n\x05\x63ount\x18\x02 \x01(\r\"\x8a\x01\n\x08Progress\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x10\n\x08replicas\x18\x02 \x01(\r\x12&\n\x06\x63ounts\x18\x03 \x03(\x0b\x32\x16.rtbench.v1.PhaseCount\x12#\n\x05state\x18\x04 \x01(\x0e\x32\x14.rtbench.v1.RunState\x12\x0f\n\x07time_ns\x18\x05 \x01(\x03\"P\n\x10UncertaintyBound\x12 \n\x05phase\x18\x01 \x01(\x0e\x32\x11.rtbench.v1.Phase\x12\x1a\n\x12max_uncertainty_ns\x18\x02 \x01(\x03\"s\n\x14GetRunSummaryRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x14\n\x0cinclude_pods\x18\x02 \x01(\x08\x12\x35\n\x0fmax_uncertainty\x18\x03 \x03(\x0b\x32\x1c.rtbench.v1.UncertaintyBound\"\x80\x02\n\nPhaseStats\x12 \n\x05phase\x18\x01 \x01(\x0e\x32\x11.rtbench.v1.Phase\x12\r\n\x05\x63ount\x18\x02 \x01(\r\x12\x0e\n\x06min_ns\x18\x03 \x01(\x03\x12\x0e\n\x06p50_ns\x18\x04 \x01(\x03\x12\x0e\n\x06p90_ns\x18\x05 \x01(\x03\x12\x0e\n\x06p99_ns\x18\x06 \x01(\x03\x12\x0e\n\x06max_ns\x18\x07 \x01(\x03\x12\x1a\n\x12max_uncertainty_ns\x18\x08 \x01(\x03\x12\x1a\n\x12p50_uncertainty_ns\x18\t \x01(\x03\x12\x0f\n\x07reached\x18\n \x01(\r\x12\x14\n\x0cout_of_order\x18\x0b \x01(\r\x12\x12\n\nover_bound\x18\x0c \x01(\r\"-\n\x0c\x46\x61ilureCount\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\r\"\xb8\x01\n\tPhaseTime\x12 \n\x05phase\x18\x01 \x01(\x0e\x32\x11.rtbench.v1.Phase\x12\"\n\x06source\x18\x02 \x01(\x0e\x32\x12.rtbench.v1.Source\x12\x0f\n\x07time_ns\x18\x03 \x01(\x03\x12\x12\n\nlatency_ns\x18\x04 \x01(\x03\x12\x16\n\x0euncertainty_ns\x18\x05 \x01(\x03\x12\x12\n\nover_bound\x18\x06 \x01(\x08\x12\x14\n\x0cout_of_order\x18\x07 \x01(\x08\"\xc2\x01\n\x0eOrderViolation\x12\x0f\n\x07ordinal\x18\x01 \x01(\r\x12\x10\n\x08pod_name\x18\x02 \x01(\t\x12\x0f\n\x07pod_uid\x18\x03 \x01(\t\x12 \n\x05phase\x18\x04 \x01(\x0e\x32\x11.rtbench.v1.Phase\x12&\n\x0bmust_follow\x18\x05 \x01(\x0e\x32\x11.rtbench.v1.Phase\x12\x13\n\x0b\x65\x61rly_by_ns\x18\x06 \x01(\x03\x12\x1d\n\x15\x62\x65yond_uncertainty_ns\x18\x07 \x01(\x03\"f\n\x0bPodTimeline\x12\x0f\n\x07ordinal\x18\x01 \x01(\r\x12\x1f\n\x03pod\x18\x02 \x01(\x0b\x32\x12.rtbench.v1.PodRef\x12%\n\x06phases\x18\x03 \x03(\x0b\x32\x15.rtbench.v1.PhaseTime\"T\n\nAgentClock\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x0c\n\x04node\x18\x02 \x01(\t\x12&\n\x05\x63lock\x18\x03 \x01(\x0b\x32\x17.rtbench.v1.ClockOffset\"\xad\x04\n\nRunSummary\x12!\n\x04spec\x18\x01 \x01(\x0b\x32\x13.rtbench.v1.RunSpec\x12#\n\x05state\x18\x02 \x01(\x0e\x32\x14.rtbench.v1.RunState\x12\x12\n\ncreated_ns\x18\x03 \x01(\x03\x12\x13\n\x0b\x66inished_ns\x18\x04 \x01(\x03\x12&\n\x06phases\x18\x05 \x03(\x0b\x32\x16.rtbench.v1.PhaseStats\x12\x18\n\x10\x61ll_responded_ns\x18\x06 \x01(\x03\x12*\n\x08\x66\x61ilures\x18\x07 \x03(\x0b\x32\x18.rtbench.v1.FailureCount\x12\x1c\n\x14memory_per_pod_bytes\x18\x08 \x01(\x01\x12&\n\x06\x63locks\x18\t \x03(\x0b\x32\x16.rtbench.v1.AgentClock\x12,\n\x0brtctl_clock\x18\n \x01(\x0b\x32\x17.rtbench.v1.ClockOffset\x12%\n\x04pods\x18\x0b \x03(\x0b\x32\x17.rtbench.v1.PodTimeline\x12\x0f\n\x07message\x18\x0c \x01(\t\x12\x13\n\x0b\x66\x61iled_pods\x18\r \x01(\r\x12\x35\n\x0fmax_uncertainty\x18\x0e \x03(\x0b\x32\x1c.rtbench.v1.UncertaintyBound\x12\x16\n\x0e\x62ounds_applied\x18\x0f \x01(\x08\x12\x30\n\x0cout_of_order\x18\x10 \x03(\x0b\x32\x1a.rtbench.v1.OrderViolation\"z\n\x07RunInfo\x12!\n\x04spec\x18\x01 \x01(\x0b\x32\x13.rtbench.v1.RunSpec\x12#\n\x05state\x18\x02 \x01(\x0e\x32\x14.rtbench.v1.RunState\x12\x12\n\ncreated_ns\x18\x03 \x01(\x03\x12\x13\n\x0b\x66inished_ns\x18\x04 \x01(\x03\"3\n\x0fListRunsRequest\x12\x0f\n\x07test_id\x18\x01 \x01(\t\x12\x0f\n\x07plan_id\x18\x02 \x01(\t\"5\n\x10ListRunsResponse\x12!\n\x04runs\x18\x01 \x03(\x0b\x32\x13.rtbench.v1.RunInfo\"\x13\n\x11ListAgentsRequest\"\xda\x01\n\tAgentInfo\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x0c\n\x04node\x18\x02 \x01(\t\x12\x15\n\ragent_version\x18\x03 \x01(\t\x12)\n\nnode_facts\x18\x04 \x01(\x0b\x32\x15.rtbench.v1.NodeFacts\x12&\n\x05\x63lock\x18\x05 \x01(\x0b\x32\x17.rtbench.v1.ClockOffset\x12\x11\n\tconnected\x18\x06 \x01(\x08\x12\x14\n\x0clast_seen_ns\x18\x07 \x01(\x03\x12\x1a\n\x12\x63ommitted_sequence\x18\x08 \x01(\x04\";\n\x12ListAgentsResponse\x12%\n\x06\x61gents\x18\x01 \x03(\x0b\x32\x15.rtbench.v1.AgentInfo*\xb5\x01\n\x08RunState\x12\x19\n\x15RUN_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14RUN_STATE_REGISTERED\x10\x01\x12\x15\n\x11RUN_STATE_RUNNING\x10\x02\x12\x17\n\x13RUN_STATE_SUCCEEDED\x10\x03\x12\x14\n\x10RUN_STATE_FAILED\x10\x04\x12\x17\n\x13RUN_STATE_TIMED_OUT\x10\x05\x12\x15\n\x11RUN_STATE_ABORTED\x10\x06\x32\xee\x04\n\x0e\x43ontrolService\x12\x45\n\tSyncClock\x12\x1c.rtbench.v1.ClockSyncRequest\x1a\x1a.rtbench.v1.ClockSyncReply\x12N\n\x0bRegisterRun\x12\x1e.rtbench.v1.RegisterRunRequest\x1a\x1f.rtbench.v1.RegisterRunResponse\x12Q\n\x0cRecordCreate\x12\x1f.rtbench.v1.RecordCreateRequest\x1a .rtbench.v1.RecordCreateResponse\x12H\n\tFinishRun\x12\x1c.rtbench.v1.FinishRunRequest\x1a\x1d.rtbench.v1.FinishRunResponse\x12I\n\rWatchProgress\x12 .rtbench.v1.WatchProgressRequest\x1a\x14.rtbench.v1.Progress0\x01\x12I\n\rGetRunSummary\x12 .rtbench.v1.GetRunSummaryRequest\x1a\x16.rtbench.v1.RunSummary\x12\x45\n\x08ListRuns\x12\x1b.rtbench.v1.ListRunsRequest\x1a\x1c.rtbench.v1.ListRunsResponse\x12K\n\nListAgents\x12\x1d.rtbench.v1.ListAgentsRequest\x1a\x1e.rtbench.v1.ListAgentsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,8 +35,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_RUNSPEC_ENVIRONMENTENTRY']._loaded_options = None
   _globals['_RUNSPEC_ENVIRONMENTENTRY']._serialized_options = b'8\001'
-  _globals['_RUNSTATE']._serialized_start=2643
-  _globals['_RUNSTATE']._serialized_end=2824
+  _globals['_RUNSTATE']._serialized_start=3207
+  _globals['_RUNSTATE']._serialized_end=3388
   _globals['_RUNSPEC']._serialized_start=90
   _globals['_RUNSPEC']._serialized_end=394
   _globals['_RUNSPEC_ENVIRONMENTENTRY']._serialized_start=344
@@ -59,32 +59,36 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PHASECOUNT']._serialized_end=889
   _globals['_PROGRESS']._serialized_start=892
   _globals['_PROGRESS']._serialized_end=1030
-  _globals['_GETRUNSUMMARYREQUEST']._serialized_start=1032
-  _globals['_GETRUNSUMMARYREQUEST']._serialized_end=1092
-  _globals['_PHASESTATS']._serialized_start=1095
-  _globals['_PHASESTATS']._serialized_end=1292
-  _globals['_FAILURECOUNT']._serialized_start=1294
-  _globals['_FAILURECOUNT']._serialized_end=1339
-  _globals['_PHASETIME']._serialized_start=1342
-  _globals['_PHASETIME']._serialized_end=1484
-  _globals['_PODTIMELINE']._serialized_start=1486
-  _globals['_PODTIMELINE']._serialized_end=1588
-  _globals['_AGENTCLOCK']._serialized_start=1590
-  _globals['_AGENTCLOCK']._serialized_end=1674
-  _globals['_RUNSUMMARY']._serialized_start=1677
-  _globals['_RUNSUMMARY']._serialized_end=2105
-  _globals['_RUNINFO']._serialized_start=2107
-  _globals['_RUNINFO']._serialized_end=2229
-  _globals['_LISTRUNSREQUEST']._serialized_start=2231
-  _globals['_LISTRUNSREQUEST']._serialized_end=2282
-  _globals['_LISTRUNSRESPONSE']._serialized_start=2284
-  _globals['_LISTRUNSRESPONSE']._serialized_end=2337
-  _globals['_LISTAGENTSREQUEST']._serialized_start=2339
-  _globals['_LISTAGENTSREQUEST']._serialized_end=2358
-  _globals['_AGENTINFO']._serialized_start=2361
-  _globals['_AGENTINFO']._serialized_end=2579
-  _globals['_LISTAGENTSRESPONSE']._serialized_start=2581
-  _globals['_LISTAGENTSRESPONSE']._serialized_end=2640
-  _globals['_CONTROLSERVICE']._serialized_start=2827
-  _globals['_CONTROLSERVICE']._serialized_end=3449
+  _globals['_UNCERTAINTYBOUND']._serialized_start=1032
+  _globals['_UNCERTAINTYBOUND']._serialized_end=1112
+  _globals['_GETRUNSUMMARYREQUEST']._serialized_start=1114
+  _globals['_GETRUNSUMMARYREQUEST']._serialized_end=1229
+  _globals['_PHASESTATS']._serialized_start=1232
+  _globals['_PHASESTATS']._serialized_end=1488
+  _globals['_FAILURECOUNT']._serialized_start=1490
+  _globals['_FAILURECOUNT']._serialized_end=1535
+  _globals['_PHASETIME']._serialized_start=1538
+  _globals['_PHASETIME']._serialized_end=1722
+  _globals['_ORDERVIOLATION']._serialized_start=1725
+  _globals['_ORDERVIOLATION']._serialized_end=1919
+  _globals['_PODTIMELINE']._serialized_start=1921
+  _globals['_PODTIMELINE']._serialized_end=2023
+  _globals['_AGENTCLOCK']._serialized_start=2025
+  _globals['_AGENTCLOCK']._serialized_end=2109
+  _globals['_RUNSUMMARY']._serialized_start=2112
+  _globals['_RUNSUMMARY']._serialized_end=2669
+  _globals['_RUNINFO']._serialized_start=2671
+  _globals['_RUNINFO']._serialized_end=2793
+  _globals['_LISTRUNSREQUEST']._serialized_start=2795
+  _globals['_LISTRUNSREQUEST']._serialized_end=2846
+  _globals['_LISTRUNSRESPONSE']._serialized_start=2848
+  _globals['_LISTRUNSRESPONSE']._serialized_end=2901
+  _globals['_LISTAGENTSREQUEST']._serialized_start=2903
+  _globals['_LISTAGENTSREQUEST']._serialized_end=2922
+  _globals['_AGENTINFO']._serialized_start=2925
+  _globals['_AGENTINFO']._serialized_end=3143
+  _globals['_LISTAGENTSRESPONSE']._serialized_start=3145
+  _globals['_LISTAGENTSRESPONSE']._serialized_end=3204
+  _globals['_CONTROLSERVICE']._serialized_start=3391
+  _globals['_CONTROLSERVICE']._serialized_end=4013
 # @@protoc_insertion_point(module_scope)
