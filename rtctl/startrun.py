@@ -15,7 +15,7 @@ collector's summary with per-pod times). In order:
 5. unless ``keep``: delete the Deployment and wait, event-driven, until every
    pod of the run is gone, then the settle time;
 6. read the summary (after teardown, so late events such as the last node
-   memory samples are in).
+   memory samples are in), under the request's uncertainty bounds.
 
 Cancellation (SIGINT/SIGTERM in the CLI) at any point deletes the Deployment,
 finishes the run ABORTED and waits for the pods to go; a second cancellation
@@ -36,6 +36,7 @@ from typing import TypeVar
 
 from rtbench.v1 import control_pb2, events_pb2
 
+from .bounds import NO_CHANGES, UncertaintyBounds
 from .control import Collector
 from .display import RunDisplay
 from .errors import ClusterError, CollectorError, Interrupted, RtctlError, UsageError
@@ -96,6 +97,9 @@ class RunRequest:
     repetition: int = 0
     environment: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
     """Cluster type, versions, settings (RunSpec.environment); preflight fills it."""
+    bounds: UncertaintyBounds = NO_CHANGES
+    """Changes to the collector's uncertainty bounds for the summary read at the end
+    (``--max-uncertainty``, rtctl/bounds.py)."""
 
     def __post_init__(self) -> None:
         class_problem = name_problem(self.runtime_class) or label_value_problem(self.runtime_class)
@@ -389,7 +393,7 @@ async def execute_run(
             delete_latency = await run.delete()
             await run.wait_gone()
             await run.settle()
-        summary = await collector.summary(run.run_id, include_pods=True)
+        summary = await collector.summary(run.run_id, include_pods=True, bounds=request.bounds)
     except asyncio.CancelledError:
         current = asyncio.current_task()
         if current is not None:
