@@ -76,7 +76,10 @@ written down here and nothing is estimated that the journal does not hold:
   samples right after each ready or first response for this. A node without
   both samples is left out, pods and all, rather than reported wrong. Pods that
   never got there (failed) are neither waited for nor counted. Nodes are
-  averaged weighted by their pods; 0 when no node has both samples.
+  averaged weighted by their pods; 0 when no node has both samples. The
+  chosen events serve here whether the latency statistics count them or not
+  (over a bound, out of order): memory needs roughly when a node's pods got
+  somewhere, not a latency.
 - clocks: per agent that reported events of the run, the clock estimate that
   corrected them, taken from the run's batches (not the agent's current one):
   the batch with the largest uncertainty, with its offset. Uncertainty -1 when
