@@ -23,9 +23,15 @@ from rtbench.protocol import RUNTIME_REPORT_LAG_NS
 from .bounds import format_bound
 from .plots import Plot, timeline_name
 from .report import GroupReport, PhaseRow, Report, RunReport
-from .reporttables import format_ms, format_ratio, row_counted
+from .reporttables import (
+    OUT_OF_ORDER_HEAD,
+    format_ms,
+    format_ratio,
+    out_of_order_rows,
+    row_counted,
+)
 from .stats import Spread
-from .summarytable import NOT_APPLIED, format_ns
+from .summarytable import NOT_APPLIED
 
 __all__ = ["render_html"]
 
@@ -92,27 +98,14 @@ _PHASE_HEAD = ("phase", "pods", "counted", "p50", "p90", "p99", "max", "± p50",
 
 
 def _out_of_order(report: Report) -> str:
-    found = report.out_of_order
-    if not found:
+    rows = out_of_order_rows(report)
+    if not rows:
         return "<p>No pod has a phase out of order beyond the uncertainties.</p>"
-    rows = [
-        [
-            run.run_id,
-            v.pod,
-            str(v.ordinal),
-            v.phase,
-            v.must_follow,
-            format_ns(v.early_by_ns),
-            format_ns(v.beyond_ns),
-        ]
-        for run, v in found
-    ]
-    head = ["run", "pod", "#", "phase (left out)", "seen before", "early by", "beyond ±"]
     caption = (
-        f"{len(found)} pod phases seen before a phase they must follow, beyond both events'"
+        f"{len(rows)} pod phases seen before a phase they must follow, beyond both events'"
         " uncertainties; each is left out of its phase's statistics"
     )
-    return _table(head, rows, caption)
+    return _table(OUT_OF_ORDER_HEAD, rows, caption)
 
 
 def _ratio_cell(report: Report, group: GroupReport, phase: str) -> str:

@@ -28,12 +28,14 @@ from .stats import RatioInterval, Spread
 from .summarytable import counted_text, format_ns, summary_table
 
 __all__ = [
+    "OUT_OF_ORDER_HEAD",
     "OUT_OF_ORDER_ROWS",
     "comparison_table",
     "environment_table",
     "format_ms",
     "format_ratio",
     "group_table",
+    "out_of_order_rows",
     "out_of_order_table",
     "print_report",
     "render_text",
@@ -116,26 +118,13 @@ def group_table(report: Report, group: GroupReport) -> Table:
     return table
 
 
-def out_of_order_table(report: Report, limit: int = OUT_OF_ORDER_ROWS) -> Table | None:
-    """The pod phases left out as out of order, run by run; None when there are none."""
-    found = report.out_of_order
-    if not found:
-        return None
-    more = len(found) - limit
-    table = Table(
-        title=f"out of order: {len(found)} pod phases, left out of their statistics",
-        caption=(
-            "a phase seen before a phase it must follow, beyond both events' uncertainties"
-            + (f"; {more} more in --format json and report.html" if more > 0 else "")
-        ),
-        title_justify="left",
-    )
-    for column in ("run", "pod", "#", "phase", "seen before", "early by", "beyond ±"):
-        table.add_column(
-            column, justify="right" if column in ("#", "early by", "beyond ±") else "left"
-        )
-    for run, v in found[:limit]:
-        table.add_row(
+OUT_OF_ORDER_HEAD = ("run", "pod", "#", "phase (left out)", "seen before", "early by", "beyond ±")
+
+
+def out_of_order_rows(report: Report) -> list[list[str]]:
+    """A row per out-of-order pod phase of the report, cells as ``OUT_OF_ORDER_HEAD``."""
+    return [
+        [
             run.run_id,
             v.pod,
             str(v.ordinal),
@@ -143,7 +132,30 @@ def out_of_order_table(report: Report, limit: int = OUT_OF_ORDER_ROWS) -> Table 
             v.must_follow,
             format_ns(v.early_by_ns),
             format_ns(v.beyond_ns),
-        )
+        ]
+        for run, v in report.out_of_order
+    ]
+
+
+def out_of_order_table(report: Report, limit: int = OUT_OF_ORDER_ROWS) -> Table | None:
+    """The pod phases left out as out of order, run by run; None when there are none."""
+    rows = out_of_order_rows(report)
+    if not rows:
+        return None
+    more = len(rows) - limit
+    table = Table(
+        title=f"out of order: {len(rows)} pod phases, left out of their statistics",
+        caption=(
+            "a phase seen before a phase it must follow, beyond both events' uncertainties"
+            + (f"; {more} more in --format json and report.html" if more > 0 else "")
+        ),
+        title_justify="left",
+    )
+    for column in OUT_OF_ORDER_HEAD:
+        numeric = column in ("#", "early by", "beyond ±")
+        table.add_column(column, justify="right" if numeric else "left")
+    for row in rows[:limit]:
+        table.add_row(*row)
     return table
 
 
