@@ -31,7 +31,6 @@ from .reporttables import (
     row_counted,
 )
 from .stats import Spread
-from .summarytable import NOT_APPLIED
 
 __all__ = ["render_html"]
 
@@ -208,7 +207,9 @@ def _run_section(run: RunReport, plots: dict[str, Plot]) -> str:
             _PHASE_HEAD,
             _phase_rows(run.phases),
             "the collector's summary of this run, ms"
-            + ("" if run.bounds_applied else f"; {NOT_APPLIED}"),
+            if run.bounds_applied
+            else "this run's pods under the bounds, applied by rtctl (the collector, older than"
+            " rtctl, applied none), ms; its phases were not checked for order",
         ),
         _table(["agent", "node", "offset ms", "± ms"], clocks, "clock offsets to the collector"),
     ]

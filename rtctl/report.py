@@ -35,9 +35,11 @@ all show the same numbers.
   do not, with the bound beside it, and each run names its out-of-order pods.
   A summary from a collector older than the bounds (``bounds_applied``
   false) has no flags: rtctl then applies the bounds it asked for to that
-  run's pod phases itself, notes that the run's own table counts every event
-  and that its phases were not checked for order, and never shows it as
-  checked. A run whose collector applied other bounds than asked is noted.
+  run's pod phases itself (and recomputes the run's phase rows and
+  all-responded time from its pods), notes that the collector's own per-run
+  console table counts every event and that its phases were not checked for
+  order, and never shows it as checked. A run whose collector applied other
+  bounds than asked is noted.
 
 Phases are shown in lifecycle order (the Phase enum's order), and only those
 that some pod reached: sandbox and container phases appear when the runs have
@@ -48,7 +50,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from rtbench.protocol import DEFAULT_MAX_UNCERTAINTY_NS
 from rtbench.v1 import control_pb2, events_pb2
@@ -315,9 +317,9 @@ def build_report(
         raise UsageError("no runs to report on")
     asked = dict(DEFAULT_MAX_UNCERTAINTY_NS) if bounds is None else dict(bounds)
     named = {phase_name(p): ns for p, ns in sorted(asked.items())}
-    runs = tuple(
-        sorted((_run(s, named) for s in summaries), key=lambda r: (r.key, r.repetition, r.run_id))
-    )
+    made = [_run(s, named) for s in summaries]
+    made = [r if r.bounds_applied or not r.pods else _bounded_by_rtctl(r, named) for r in made]
+    runs = tuple(sorted(made, key=lambda r: (r.key, r.repetition, r.run_id)))
     notes = list(notes)
     _bound_notes(runs, named, notes)
     by_key: dict[GroupKey, list[RunReport]] = defaultdict(list)
@@ -385,8 +387,8 @@ def _bound_notes(runs: Sequence[RunReport], asked: Mapping[str, int], notes: lis
         notes.append(
             f"the collector applied no uncertainty bound and no order check to run(s)"
             f" {', '.join(unchecked)} (it is older than this rtctl): rtctl applied the bounds"
-            " to their pods itself for the per-runtime statistics and ratios, their own"
-            " tables count every event, and their phases were not checked for order"
+            " to their pods itself, except in the collector's own per-run tables on the"
+            " terminal, which count every event; their phases were not checked for order"
         )
     for run in runs:
         if run.bounds_applied and dict(run.bounds) != dict(asked):
@@ -485,6 +487,40 @@ def _run(summary: control_pb2.RunSummary, asked: Mapping[str, int]) -> RunReport
     )
 
 
+def _phase_row(name: str, events: Sequence[PodPhase], bound_ns: int | None) -> PhaseRow:
+    """The row of phase ``name`` over these pods' events: numbers over the counted ones."""
+    counted = [t for t in events if t.counted]
+    uncertainties = Distribution.of([t.uncertainty_ns for t in counted])
+    return PhaseRow(
+        name,
+        Distribution.of([t.latency_ns for t in counted]),
+        uncertainties.p50_ns,
+        uncertainties.max_ns,
+        reached=len(events),
+        out_of_order=sum(t.out_of_order for t in events),
+        over_bound=sum(t.over_bound and not t.out_of_order for t in events),
+        bound_ns=bound_ns,
+    )
+
+
+def _bounded_by_rtctl(run: RunReport, asked: Mapping[str, int]) -> RunReport:
+    """A run whose collector applied no bound, its phase rows and all-responded time
+    recomputed from its pods under the bounds asked for (order unchecked)."""
+    by_phase: dict[str, list[PodPhase]] = defaultdict(list)
+    for pod in run.pods:
+        for t in pod.phases:
+            by_phase[t.phase].append(t)
+    order = {phase_name(p): p for p in events_pb2.Phase.values()}
+    rows = tuple(
+        _phase_row(name, events, asked.get(name))
+        for name, events in sorted(by_phase.items(), key=lambda item: order.get(item[0], 0))
+    )
+    answered = sorted(t.latency_ns for t in by_phase.get("first_response", []) if t.counted)
+    replicas = run.key.replicas
+    all_responded = answered[replicas - 1] if run.created_ns and len(answered) >= replicas else 0
+    return replace(run, phases=rows, all_responded_ns=all_responded)
+
+
 def _latencies(runs: Sequence[RunReport], phase: str) -> list[list[int]]:
     """Every counted pod's latency of ``phase``, run by run (runs without a created
     time left out)."""
@@ -507,22 +543,8 @@ def _group(key: GroupKey, runs: Sequence[RunReport], bounds: Mapping[str, int]) 
             for t in pod.phases
             if t.phase == name
         ]
-        if not events:
-            continue
-        counted = [t for t in events if t.counted]
-        uncertainties = Distribution.of([t.uncertainty_ns for t in counted])
-        rows.append(
-            PhaseRow(
-                name,
-                Distribution.of([t.latency_ns for t in counted]),
-                uncertainties.p50_ns,
-                uncertainties.max_ns,
-                reached=len(events),
-                out_of_order=sum(t.out_of_order for t in events),
-                over_bound=sum(t.over_bound and not t.out_of_order for t in events),
-                bound_ns=bounds.get(name),
-            )
-        )
+        if events:
+            rows.append(_phase_row(name, events, bounds.get(name)))
     failures: dict[str, int] = defaultdict(int)
     for run in runs:
         for reason, count in run.failures:

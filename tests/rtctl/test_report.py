@@ -554,12 +554,14 @@ def test_an_older_collector_is_named_and_its_pods_bounded_by_rtctl() -> None:
     old = summary(
         "runc-old", "runc", runc, uncertain={(4, "first_response"): 300}, bounds_applied=False
     )
+    assert old.all_responded_ns == 500 * MS  # the old collector's: every answer counted
     report = build_report([old])
     (run,) = report.runs
     assert not run.bounds_applied and run.bounds == {}
-    # Its own table counts every event; rtctl's pooled numbers apply the bound itself.
-    assert run.phase("first_response") is not None
-    assert run.phase("first_response").count == 5  # type: ignore[union-attr]
+    # rtctl applies the bound to the run's pods itself, its rows and all-responded too.
+    row = run.phase("first_response")
+    assert row is not None and (row.reached, row.count, row.over_bound) == (5, 4, 1)
+    assert row.bound_ns == BOUND_NS and run.all_responded_ns == 0
     first = report.groups[0].phase("first_response")
     assert first is not None and (first.count, first.latency.max_ns) == (4, 400 * MS)
     assert report.groups[0].measured == 4
@@ -570,10 +572,14 @@ def test_an_older_collector_is_named_and_its_pods_bounded_by_rtctl() -> None:
     console = Console(file=io.StringIO(), width=220)
     print_report(report, console)
     text = console.file.getvalue()  # type: ignore[attr-defined]
+    # The collector's own table on the terminal: every event, and said so.
     per_run = next(line for line in text.splitlines() if "│ first_response" in line)
-    assert "unchecked" in per_run
+    assert "unchecked" in per_run and "500.0 ms" in per_run
+    assert "the collector applied no uncertainty bound and no order check" in text
     html = render_html(report, [])
     assert "not checked" in html and "applied no uncertainty bound" in html
+    assert html.count("4/5 within 10 ms") == 2  # the run's rows and the runtime's
+    assert "applied by rtctl (the collector, older than rtctl, applied none)" in html
 
 
 def test_the_timeline_marks_an_out_of_order_phase() -> None:
