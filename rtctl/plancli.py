@@ -292,7 +292,9 @@ class TextPlanDisplay:
         first = stats.get(events_pb2.PHASE_FIRST_RESPONSE)
         if first is not None and first.count:
             parts.append(f"first_response p50 {format_ms(first.p50_ns)} ms")
-        if first is not None and summary.bounds_applied and first.count < first.reached:
+        if not summary.bounds_applied:
+            parts.append("no uncertainty bound applied (the collector is older than rtctl)")
+        elif first is not None and first.count < first.reached:
             parts.append(f"{first.reached - first.count} first responses left out")
         if summary.all_responded_ns:
             parts.append(f"all responded {format_ms(summary.all_responded_ns)} ms")

@@ -12,6 +12,10 @@ from rich.console import Console
 
 from rtbench.v1 import control_pb2, events_pb2
 from rtctl.display import PlainDisplay, _View, countdown_label, display_for, phase_name
+from rtctl.plan import Variant
+from rtctl.plancli import TextPlanDisplay
+from rtctl.planrun import PlannedRun, RunKey
+from rtctl.startrun import RunOutcome
 from rtctl.summarytable import format_ns, summary_dict, summary_table
 
 P = events_pb2
@@ -227,3 +231,20 @@ def test_countdowns_read_the_same_in_plain_lines_and_the_live_view() -> None:
     view.countdown = ("settle", 2.5, 5.0)
     console.print(view)
     assert "2.5/5.0 s" in console.file.getvalue()  # type: ignore[attr-defined]
+
+
+def test_a_plan_run_line_says_what_its_first_responses_rest_on() -> None:
+    key = RunKey("runc", "runc", 4, 1)
+    run = PlannedRun(key, Variant("runc", "runc", "img", "16Mi"))
+    stream = io.StringIO()
+    display = TextPlanDisplay(Console(file=stream, width=200))
+    bounded = summary()
+    bounded.state = control_pb2.RUN_STATE_SUCCEEDED
+    done = RunOutcome("r1", control_pb2.RUN_STATE_SUCCEEDED, bounded)
+    display.run_finished(run, done, 12.0)
+    old = summary()
+    old.bounds_applied = False
+    display.run_finished(run, RunOutcome("r2", control_pb2.RUN_STATE_SUCCEEDED, old), 12.0)
+    first, second = stream.getvalue().splitlines()
+    assert "first_response p50 850.0 ms, 2 first responses left out" in first
+    assert "no uncertainty bound applied (the collector is older than rtctl)" in second
