@@ -1,7 +1,9 @@
 """``rtctl report``: the report's numbers, figures, HTML and JSON.
 
 Most tests build run summaries whose every latency is known, so each pooled
-percentile and ratio can be stated. The end-to-end test makes real runs on the
+percentile and ratio can be stated; the bound and order tests also make those
+flags as the collector would, and one feeds a real in-process collector over
+gRPC so that the collector's flags and rtctl's skipping are checked together. The end-to-end test makes real runs on the
 simulated cluster (agents, collector, the stack of tests/rtctl/conftest.py),
 runs ``rtctl report --format json --out DIR`` and recomputes every number it
 prints from the collector's journal with its own SQL (the issue's requirement):
@@ -28,7 +30,11 @@ import pytest
 from matplotlib.image import imread
 from rich.console import Console
 
-from rtbench.v1 import control_pb2, events_pb2
+from collector.settings import CollectorSettings
+from rtbench.clock import wall_ns
+from rtbench.v1 import agent_pb2, control_pb2, events_pb2
+from rtctl.bounds import parse_bounds
+from rtctl.control import Collector
 from rtctl.errors import UsageError
 from rtctl.htmlreport import render_html
 from rtctl.plots import (
@@ -41,8 +47,11 @@ from rtctl.plots import (
     timeline_plot,
 )
 from rtctl.report import Report, build_report
-from rtctl.reportcli import report_json
+from rtctl.reportcli import collect_report, report_json
 from rtctl.reporttables import comparison_table, out_of_order_table, print_report
+from rtctl.settings import ConnectionSettings
+from tests.collector.agent_client import TestAgent
+from tests.collector.conftest import running
 from tests.conftest import wait_until
 from tests.rtctl.conftest import Stack
 
@@ -617,6 +626,77 @@ def test_the_timeline_shows_the_uncertainty_of_a_phase_over_its_bound() -> None:
         for s in (wide, narrow)
     }
     assert bars["narrow"] == 0 and bars["wide"] > 100, bars
+
+
+async def test_a_real_collector_flags_the_pods_and_the_report_shows_and_skips_them(
+    tmp_path: Path,
+) -> None:
+    """The collector's journal and control API over real gRPC, fed by an agent client:
+    the pods it leaves out are the ones rtctl's pooled numbers skip and every output
+    names, and a bound rtctl asks for is the one the collector applies."""
+    settings = CollectorSettings(listen_port=0, journal=tmp_path / "j.sqlite", stats_interval=0)
+    async with running(settings) as server:
+        connection = ConnectionSettings(collector=server.address)
+        async with Collector.connect(connection) as collector:
+            spec = control_pb2.RunSpec(
+                run_id="flagged", test_id="t", runtime_class="crun", variant="crun", replicas=4
+            )
+            await collector.register_run(spec)
+            created = wall_ns() - 10 * 10**9
+            await collector.record_create("flagged", created, created + MS, P.ClockOffset())
+            batch = agent_pb2.Batch(sequence=1)
+            batch.clock.uncertainty_ns = 100_000  # ±0.1 ms on every event
+
+            def add(pod: int, phase: int, source: int, ms: float, unc_ms: float = 0) -> None:
+                ev = batch.events.add(
+                    phase=phase,
+                    source=source,
+                    time_ns=created + int(ms * MS),
+                    uncertainty_ns=int(unc_ms * MS),
+                )
+                ev.pod.uid, ev.pod.name, ev.pod.run_id = f"u{pod}", f"web-{pod}", "flagged"
+                ev.pod.node = "node-1"
+
+            for pod in range(4):
+                add(pod, P.PHASE_SCHEDULED, P.SOURCE_WATCH, 10 + pod)
+                add(pod, P.PHASE_CONTAINER_STARTED, P.SOURCE_CONTAINERD, 200 + pod)
+                add(pod, P.PHASE_READY, P.SOURCE_WATCH, 400 + pod)
+            add(0, P.PHASE_FIRST_RESPONSE, P.SOURCE_PROBE, 250, 1)
+            add(1, P.PHASE_FIRST_RESPONSE, P.SOURCE_PROBE, 260, 1)
+            add(2, P.PHASE_FIRST_RESPONSE, P.SOURCE_PROBE, 100, 1)  # 102 ms before its start
+            add(3, P.PHASE_FIRST_RESPONSE, P.SOURCE_PROBE, 300, 40)  # ±40 ms
+            async with TestAgent(server.address, "agent-1", "node-1") as agent:
+                await agent.send_all([batch])
+            await collector.finish_run("flagged", control_pb2.RUN_STATE_SUCCEEDED)
+            report = await collect_report(collector, ["flagged"])
+            wider = await collect_report(
+                collector, ["flagged"], bounds=parse_bounds(["first_response=50ms"])
+            )
+    (run,) = report.runs
+    assert run.bounds_applied and run.bounds == {"first_response": BOUND_NS}
+    assert [(v.pod, v.phase, v.must_follow, v.early_by_ns) for v in run.out_of_order] == [
+        ("web-2", "first_response", "container_started", 102 * MS)
+    ]
+    first = report.groups[0].phase("first_response")
+    assert first is not None
+    assert (first.reached, first.count, first.out_of_order, first.over_bound) == (4, 2, 1, 1)
+    assert (first.latency.min_ns, first.latency.max_ns) == (250 * MS, 260 * MS)
+    assert report.groups[0].measured == 2 and run.all_responded_ns == 0
+    wide = wider.groups[0].phase("first_response")
+    assert wide is not None and (wide.count, wide.latency.max_ns) == (3, 300 * MS)
+    assert wide.bound_ns == 50 * MS and wider.runs[0].bounds == {"first_response": 50 * MS}
+    # Named and counted in every output.
+    console = Console(file=io.StringIO(), width=220)
+    print_report(report, console)
+    text = console.file.getvalue()  # type: ignore[attr-defined]
+    assert "2/4 within 10 ms, 1 out of order" in text
+    assert "pod web-2 (#2): first_response 102.0 ms before container_started" in text
+    data = report_json(report)
+    assert data["runs"][0]["out_of_order"][0]["name"] == "web-2"
+    assert data["groups"][0]["phases"]["first_response"]["count"] == 2
+    html = render_html(report, render_plots(report))
+    assert "web-2" in html[html.index("<h2>Out of order</h2>") :]
+    assert pixels_of(timeline_plot(run).png, OUT_OF_ORDER_COLOUR) > 50
 
 
 # -- end to end: real runs on the simulated cluster, numbers recomputed from the journal --
