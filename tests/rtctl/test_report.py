@@ -3,12 +3,15 @@
 Most tests build run summaries whose every latency is known, so each pooled
 percentile and ratio can be stated; the bound and order tests also make those
 flags as the collector would, and one feeds a real in-process collector over
-gRPC so that the collector's flags and rtctl's skipping are checked together. The end-to-end test makes real runs on the
-simulated cluster (agents, collector, the stack of tests/rtctl/conftest.py),
-runs ``rtctl report --format json --out DIR`` and recomputes every number it
-prints from the collector's journal with its own SQL (the issue's requirement):
-per run and phase count/p50/p90/p99/max, every pod's phase times, and the
-pooled per-runtime percentiles.
+gRPC so that the collector's flags and rtctl's skipping are checked together.
+The end-to-end test makes real runs on the simulated cluster (agents,
+collector, the stack of tests/rtctl/conftest.py), runs ``rtctl report --format
+json --out DIR`` and recomputes every number it prints from the collector's
+journal with its own SQL and its own statement of the bound and order rules
+(the issue's requirement): per run and phase the pods reached, counted and left
+out, count/p50/p90/p99/max, every pod's phase times and flags, the out-of-order
+list, and the pooled per-runtime numbers, at the default bound and at one the
+user sets.
 """
 
 from __future__ import annotations

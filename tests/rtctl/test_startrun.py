@@ -91,9 +91,13 @@ def journal_view(stack: Stack, run_id: str) -> tuple[int, dict[str, dict[str, in
 
 def test_thirty_replicas_summary_matches_the_journal_cluster_and_influxdb(stack: Stack) -> None:
     run_id = "core-e2e-30"
+    # Every pod's numbers against the journal's, so no first response may be left out
+    # for a bracket that a loaded machine widened past the default bound (test_report.py
+    # checks the bound's numbers against the journal).
     done = stack.rtctl(
         "start-run", "--runtime-class", "runc", "--replicas", "30", "--test-id", "core-e2e",
         "--run-id", run_id, "--settle", "0.5", "--label", "team=core", "--format", "json",
+        "--max-uncertainty", "first_response=none",
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
