@@ -100,7 +100,9 @@ def synthetic_run(rng: random.Random, run_id: str, runtime: str, rep: int, pods:
         ),
         state=control_pb2.RUN_STATE_SUCCEEDED,
         created_ns=created,
+        bounds_applied=True,  # uncertainties up to 2 ms: every event within the 10 ms bound
     )  # fmt: skip
+    summary.max_uncertainty.add(phase=P.PHASE_FIRST_RESPONSE, max_uncertainty_ns=10 * MS)
     responded = []
     for ordinal in range(pods):
         timeline = summary.pods.add(ordinal=ordinal)
@@ -125,7 +127,7 @@ def synthetic_run(rng: random.Random, run_id: str, runtime: str, rep: int, pods:
         responded.append(int(steps[4][1] * MS))
     ordered = sorted(responded)
     summary.phases.add(
-        phase=P.PHASE_FIRST_RESPONSE, count=pods, min_ns=ordered[0],
+        phase=P.PHASE_FIRST_RESPONSE, count=pods, reached=pods, min_ns=ordered[0],
         p50_ns=nearest_rank(ordered, 50), p90_ns=nearest_rank(ordered, 90),
         p99_ns=nearest_rank(ordered, 99), max_ns=ordered[-1],
     )  # fmt: skip

@@ -3,8 +3,9 @@
 rtctl registers a run, tells the collector when it sent the create request (in
 its own clock, with its measured offset to the collector, so the "created" phase
 lands in the collector timebase), follows the run live, and finishes it. On
-finish the run summary is computed (``collector.summaries``) and stored in the
-journal, from where the exporter ships it to InfluxDB.
+finish the run summary is computed (``collector.summaries``, with the default
+uncertainty bounds) and stored in the journal, from where the exporter ships it
+to InfluxDB; GetRunSummary computes one afresh, with the bounds the request sets.
 
 Writes go through the ingest's ``Writer`` (the journal's one thread, in order with
 agent batches); reads open their own read-only connection in a worker thread, so
@@ -43,6 +44,7 @@ from .errors import (
 from .ingest import MAX_AHEAD_NS, MIN_TIME_NS, IngestStats, Writer
 from .journal import TERMINAL_STATES, open_reader
 from .progress import ProgressHub
+from .screening import uncertainty_bounds
 from .summaries import compute_summary
 
 __all__ = ["ControlApi", "run_state_name", "status_for"]
@@ -107,8 +109,13 @@ def _progress_snapshot(
     return int(replicas or 0), int(state), [(int(p), str(u)) for p, u in pods]
 
 
-def _summary(conn: sqlite3.Connection, run_id: str, include_pods: bool) -> control_pb2.RunSummary:
-    return compute_summary(conn, run_id, include_pods=include_pods)  # raises UnknownRun
+def _summary(
+    conn: sqlite3.Connection,
+    run_id: str,
+    include_pods: bool,
+    bounds: dict[int, int] | None = None,
+) -> control_pb2.RunSummary:
+    return compute_summary(conn, run_id, include_pods=include_pods, bounds=bounds)  # UnknownRun
 
 
 def _list_runs(conn: sqlite3.Connection, test_id: str, plan_id: str) -> list[control_pb2.RunInfo]:
@@ -268,7 +275,8 @@ class ControlApi:
         self, request: control_pb2.GetRunSummaryRequest, context: Any
     ) -> control_pb2.RunSummary:
         try:
-            return await self._reading(_summary, request.run_id, request.include_pods)
+            bounds = uncertainty_bounds(request.max_uncertainty)  # InvalidRequest
+            return await self._reading(_summary, request.run_id, request.include_pods, bounds)
         except CollectorError as exc:
             await self._fail(context, exc)
             raise  # not reached: abort raises

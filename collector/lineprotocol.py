@@ -50,8 +50,11 @@ UIDs are fields, and the pod is its ordinal within the run):
 ``pod_probe``  one point per probe attempt of a run pod. tags: run tags, node,
     pod. fields: ok, latency_ms, status_code, error.
 ``run_summary``  one point per phase of a stored run summary. tags: run tags,
-    phase. fields: count, min_ms, p50_ms, p90_ms, p99_ms, max_ms,
-    max_uncertainty_ms, p50_uncertainty_ms.
+    phase. fields: count (pods the latencies rest on), reached, out_of_order,
+    over_bound (pods left out of them, collector/summaries.py), bound_ms (the
+    phase's uncertainty bound, left out when it has none), min_ms, p50_ms,
+    p90_ms, p99_ms, max_ms, max_uncertainty_ms, p50_uncertainty_ms (the
+    latency fields left out when no pod counted: a 0 would read as a latency).
 ``run``  one point per stored run summary. tags: run tags. fields: state,
     replicas, all_responded_ms (left out when not every replica responded),
     memory_per_pod_bytes, failed_pods (distinct pods with a failed event: a pod
@@ -379,19 +382,26 @@ def summary_lines(summary: control_pb2.RunSummary, fallback_time_ns: int) -> Ite
         "runtime_class": spec.runtime_class,
         "variant": spec.variant,
     }
+    bounds = {b.phase: b.max_uncertainty_ns for b in summary.max_uncertainty}
     for stats in summary.phases:
+        measured = stats.count > 0
+        bound = bounds.get(stats.phase)
         yield render_line(
             "run_summary",
             {**run_tags, "phase": phase_name(stats.phase)},
             {
                 "count": stats.count,
-                "min_ms": ms(stats.min_ns),
-                "p50_ms": ms(stats.p50_ns),
-                "p90_ms": ms(stats.p90_ns),
-                "p99_ms": ms(stats.p99_ns),
-                "max_ms": ms(stats.max_ns),
-                "max_uncertainty_ms": ms(stats.max_uncertainty_ns),
-                "p50_uncertainty_ms": ms(stats.p50_uncertainty_ns),
+                "reached": stats.reached,
+                "out_of_order": stats.out_of_order,
+                "over_bound": stats.over_bound,
+                "bound_ms": ms(bound) if bound is not None else None,
+                "min_ms": ms(stats.min_ns) if measured else None,
+                "p50_ms": ms(stats.p50_ns) if measured else None,
+                "p90_ms": ms(stats.p90_ns) if measured else None,
+                "p99_ms": ms(stats.p99_ns) if measured else None,
+                "max_ms": ms(stats.max_ns) if measured else None,
+                "max_uncertainty_ms": ms(stats.max_uncertainty_ns) if measured else None,
+                "p50_uncertainty_ms": ms(stats.p50_uncertainty_ns) if measured else None,
             },
             time_ns,
         )

@@ -31,13 +31,26 @@ written down here and nothing is estimated that the journal does not hold:
   interval) + the clock uncertainty of the agent's offset at the time (the two
   error bounds add up). An unknown clock uncertainty (-1) counts as 0; the
   agent's clock entry in the summary shows it.
-- Percentiles are nearest-rank over the pods that reached the phase: pN is the
-  smallest latency with at least N % of those pods at or below it (so p50 of
-  10 pods is the 5th, p99 the 10th). No interpolation: every number reported is
-  one pod's real latency.
-- all_responded = the latency at which the ``replicas``-th pod gave its first
-  response (the time until as many pods as the run asked for had answered);
-  0 when fewer did or the create time is unknown. A pod that failed is never
+- A pod's phase counts in the latency statistics (the percentiles,
+  all_responded, and so rtctl's pooled percentiles and ratios) only if its
+  chosen event is within the phase's uncertainty bound and in order with the
+  pod's other phases (collector/screening.py has the rules, the defaults and
+  the table of lifecycle constraints). A phase left out is still shown: the
+  phase's ``reached`` counts it and ``out_of_order`` / ``over_bound`` say why
+  it is not counted, its timeline carries its time and uncertainty with the
+  flag, ``out_of_order`` names the pod, the two phases and by how much, and
+  the summary echoes the bounds it applied (``max_uncertainty``,
+  ``bounds_applied``), so a reader never takes unbounded numbers for bounded
+  ones.
+- Percentiles are nearest-rank over the pods counted: pN is the smallest
+  latency with at least N % of those pods at or below it (so p50 of 10 pods is
+  the 5th, p99 the 10th). No interpolation: every number reported is one pod's
+  real latency. A phase that pods reached but none counted has count 0 and
+  all latencies 0; its reached and left-out counts say why.
+- all_responded = the latency at which the ``replicas``-th counted first
+  response came (the time until as many pods as the run asked for had
+  answered); 0 when fewer counted (some never answered, or their answers are
+  left out as above) or the create time is unknown. A pod that failed is never
   counted as responded, even when it answered before it failed (an OOM kill
   after the first answer): "all replicas responded" must not sit beside
   "every pod failed".
@@ -69,7 +82,10 @@ written down here and nothing is estimated that the journal does not hold:
   samples right after each ready or first response for this. A node without
   both samples is left out, pods and all, rather than reported wrong. Pods that
   never got there (failed) are neither waited for nor counted. Nodes are
-  averaged weighted by their pods; 0 when no node has both samples.
+  averaged weighted by their pods; 0 when no node has both samples. The
+  chosen events serve here whether the latency statistics count them or not
+  (over a bound, out of order): memory needs roughly when a node's pods got
+  somewhere, not a latency.
 - clocks: per agent that reported events of the run, the clock estimate that
   corrected them, taken from the run's batches (not the agent's current one):
   the batch with the largest uncertainty, with its offset. Uncertainty -1 when
@@ -77,7 +93,8 @@ written down here and nothing is estimated that the journal does not hold:
   their raw times); no clock at all when none did.
 
 A pure function of the SQLite connection: no I/O beyond reading the journal, and
-one pass over the run's events, fast enough for 10 000 pods.
+one pass over the run's events (the order check then looks at each pod's chosen
+events once), fast enough for 10 000 pods.
 """
 
 from __future__ import annotations
@@ -85,9 +102,11 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from collector.errors import UnknownRun
+from collector.screening import KNOWN_PHASES, Violation, screen, uncertainty_bounds
 from rtbench.percentiles import nearest_rank
 from rtbench.v1 import control_pb2, events_pb2
 
@@ -105,7 +124,6 @@ _OTHER_RANK = len(SOURCE_PREFERENCE)
 _SEEN_LATE = '"seen_late":'
 """How the agents' ``seen_late`` attribute appears in the stored JSON attributes."""
 
-_KNOWN_PHASES = frozenset(events_pb2.Phase.values()) - {events_pb2.PHASE_UNSPECIFIED}
 _KNOWN_SOURCES = frozenset(events_pb2.Source.values())
 PLACEMENT_TOLERANCE_NS = 10**9
 """How far before the run's created time an event may lie beyond its uncertainty and
@@ -130,19 +148,34 @@ _CONSUMING = (
 
 @dataclass
 class _Seen:
-    """The chosen event of one pod's phase."""
+    """The chosen event of one pod's phase, and whether it is left out of the statistics
+    (a ``screening.Screened``)."""
 
     rank: int
     source: int
     time_ns: int
     uncertainty_ns: int
     node: str | None
+    over_bound: bool = False
+    out_of_order: bool = False
+
+    @property
+    def counted(self) -> bool:
+        return not (self.over_bound or self.out_of_order)
 
 
 def compute_summary(
-    conn: sqlite3.Connection, run_id: str, *, include_pods: bool
+    conn: sqlite3.Connection,
+    run_id: str,
+    *,
+    include_pods: bool,
+    bounds: Mapping[int, int] | None = None,
 ) -> control_pb2.RunSummary:
-    """The summary of one run as the journal has it now; raises UnknownRun."""
+    """The summary of one run as the journal has it now; raises UnknownRun.
+
+    ``bounds``: phase -> largest total uncertainty counted, ns
+    (``screening.uncertainty_bounds``); None: the defaults."""
+    bounds = uncertainty_bounds() if bounds is None else dict(sorted(bounds.items()))
     cur = conn.cursor()
     cur.row_factory = sqlite3.Row
     run = cur.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchone()
@@ -160,7 +193,7 @@ def compute_summary(
         (run_id,),
     ):
         total_unc = max(unc or 0, 0) + max(clock_unc or 0, 0)
-        if phase not in _KNOWN_PHASES or source not in _KNOWN_SOURCES:
+        if phase not in KNOWN_PHASES or source not in _KNOWN_SOURCES:
             continue
         if earliest is not None and at + total_unc < earliest:
             continue
@@ -174,13 +207,17 @@ def compute_summary(
         if best is None or rank < best.rank or (rank == best.rank and at < best.time_ns):
             chosen[uid][phase] = _Seen(rank, source, at, total_unc, node)
 
+    violations = screen(chosen, bounds)
     summary = control_pb2.RunSummary(
         spec=control_pb2.RunSpec.FromString(run["spec"]),
         state=run["state"],
         created_ns=created or 0,
         finished_ns=run["finished_ns"] or 0,
         message=run["message"] or "",
+        bounds_applied=True,
     )
+    for phase, bound in bounds.items():
+        summary.max_uncertainty.add(phase=phase, max_uncertainty_ns=bound)
     _phase_stats(summary, chosen, created)
     failed_pods: set[str] = set().union(*failed_by_reason.values())
     summary.all_responded_ns = _all_responded(chosen, created, run["replicas"] or 0, failed_pods)
@@ -202,6 +239,7 @@ def compute_summary(
     if created is not None:
         summary.memory_per_pod_bytes = _memory_per_pod(conn, pods, chosen, created)
     _clocks(summary, cur, batches, run)
+    _violations(summary, pods, violations)
     if include_pods:
         _timelines(summary, run_id, pods, chosen, created)
     return summary
@@ -216,19 +254,25 @@ def _phase_stats(
             by_phase[phase].append(seen)
     for phase in sorted(by_phase):
         reached = by_phase[phase]
-        latencies = sorted(s.time_ns - created for s in reached) if created is not None else [0]
-        uncertainties = sorted(s.uncertainty_ns for s in reached)
-        summary.phases.add(
+        counted = [s for s in reached if s.counted]
+        stats = summary.phases.add(
             phase=phase,
-            count=len(reached),
-            min_ns=latencies[0],
-            p50_ns=nearest_rank(latencies, 50),
-            p90_ns=nearest_rank(latencies, 90),
-            p99_ns=nearest_rank(latencies, 99),
-            max_ns=latencies[-1],
-            max_uncertainty_ns=uncertainties[-1],
-            p50_uncertainty_ns=nearest_rank(uncertainties, 50),
+            count=len(counted),
+            reached=len(reached),
+            out_of_order=sum(s.out_of_order for s in reached),
+            over_bound=sum(s.over_bound and not s.out_of_order for s in reached),
         )
+        if not counted:
+            continue
+        latencies = sorted(s.time_ns - created for s in counted) if created is not None else [0]
+        uncertainties = sorted(s.uncertainty_ns for s in counted)
+        stats.min_ns = latencies[0]
+        stats.p50_ns = nearest_rank(latencies, 50)
+        stats.p90_ns = nearest_rank(latencies, 90)
+        stats.p99_ns = nearest_rank(latencies, 99)
+        stats.max_ns = latencies[-1]
+        stats.max_uncertainty_ns = uncertainties[-1]
+        stats.p50_uncertainty_ns = nearest_rank(uncertainties, 50)
 
 
 def _all_responded(
@@ -239,7 +283,7 @@ def _all_responded(
     times = sorted(
         p[_FIRST_RESPONSE].time_ns
         for uid, p in chosen.items()
-        if _FIRST_RESPONSE in p and uid not in failed
+        if _FIRST_RESPONSE in p and p[_FIRST_RESPONSE].counted and uid not in failed
     )
     if len(times) < replicas:
         return 0
@@ -400,4 +444,28 @@ def _timelines(
                 time_ns=seen.time_ns,
                 latency_ns=seen.time_ns - created if created is not None else 0,
                 uncertainty_ns=seen.uncertainty_ns,
+                over_bound=seen.over_bound,
+                out_of_order=seen.out_of_order,
             )
+
+
+def _violations(
+    summary: control_pb2.RunSummary, pods: list[sqlite3.Row], violations: list[Violation]
+) -> None:
+    known = {pod["uid"]: pod for pod in pods}
+    for v in sorted(violations, key=lambda v: (_ordinal(known.get(v.uid)), v.uid, v.phase)):
+        pod = known.get(v.uid)
+        summary.out_of_order.add(
+            ordinal=_ordinal(pod) if pod is not None else 0,
+            pod_name=(pod["name"] or "") if pod is not None else "",
+            pod_uid=v.uid,
+            phase=v.phase,
+            must_follow=v.must_follow,
+            early_by_ns=v.early_by_ns,
+            beyond_uncertainty_ns=v.beyond_ns,
+        )
+
+
+def _ordinal(pod: sqlite3.Row | None) -> int:
+    """The pod's ordinal; a pod the pods table lacks sorts last."""
+    return int(pod["ordinal"]) if pod is not None else 2**32

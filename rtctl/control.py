@@ -49,6 +49,7 @@ from rtbench.clock import OffsetEstimator, SyncSample, offset_message, wall_ns
 from rtbench.grpcsecurity import ChannelSecurity, CredentialsError
 from rtbench.v1 import control_pb2, control_pb2_grpc, events_pb2
 
+from .bounds import NO_CHANGES, UncertaintyBounds
 from .errors import (
     CollectorAuthError,
     CollectorError,
@@ -344,9 +345,18 @@ class Collector:
         finally:
             call.cancel()
 
-    async def summary(self, run_id: str, include_pods: bool = False) -> control_pb2.RunSummary:
-        """The run's summary, computed now from the journal (with per-pod times if asked)."""
-        request = control_pb2.GetRunSummaryRequest(run_id=run_id, include_pods=include_pods)
+    async def summary(
+        self,
+        run_id: str,
+        include_pods: bool = False,
+        bounds: UncertaintyBounds = NO_CHANGES,
+    ) -> control_pb2.RunSummary:
+        """The run's summary, computed now from the journal (with per-pod times if asked),
+        its statistics under the collector's default uncertainty bounds with ``bounds``'
+        changes (rtctl/bounds.py; ``bounds_applied`` is False from an older collector)."""
+        request = control_pb2.GetRunSummaryRequest(
+            run_id=run_id, include_pods=include_pods, max_uncertainty=bounds.request()
+        )
         return await self._unary("GetRunSummary", self.stub.GetRunSummary, request)
 
     async def runs(self, test_id: str = "", plan_id: str = "") -> list[control_pb2.RunInfo]:

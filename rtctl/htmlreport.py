@@ -5,7 +5,9 @@ opened years later without network. So the page has no external resources at
 all (no scripts, fonts or stylesheets from elsewhere; the PNG figures are
 embedded as ``data:`` URIs) and states what a reader needs to trust the numbers:
 the environment of every run (flagged when runs differ), how each number is
-computed, and how uncertain it is.
+computed, and how uncertain it is: the uncertainty bounds the statistics
+applied, per phase how many pods it counts of those that reached it and why
+the others are left out, and every pod phase left out as out of order, named.
 
 Everything is escaped: run ids, labels and environment values come from users.
 """
@@ -16,15 +18,23 @@ import base64
 import html
 from collections.abc import Iterable, Sequence
 
+from rtbench.protocol import RUNTIME_REPORT_LAG_NS
+
+from .bounds import format_bound
 from .plots import Plot, timeline_name
 from .report import GroupReport, PhaseRow, Report, RunReport
-from .reporttables import format_ms, format_ratio
+from .reporttables import (
+    OUT_OF_ORDER_HEAD,
+    format_ms,
+    format_ratio,
+    out_of_order_rows,
+    row_counted,
+)
 from .stats import Spread
 from .summarytable import format_failures, format_memory
 
 __all__ = ["render_html"]
 
-MIB = 1 << 20
 
 _STYLE = """
 body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1250px;
@@ -67,22 +77,34 @@ def _figure(plot: Plot) -> str:
 
 
 def _phase_rows(rows: Sequence[PhaseRow]) -> list[list[str]]:
-    return [
-        [
-            row.phase,
-            str(row.latency.count),
-            format_ms(row.latency.p50_ns),
-            format_ms(row.latency.p90_ns),
-            format_ms(row.latency.p99_ns),
-            format_ms(row.latency.max_ns),
-            format_ms(row.p50_uncertainty_ns),
-            format_ms(row.max_uncertainty_ns),
-        ]
-        for row in rows
-    ]
+    out = []
+    for row in rows:
+        d = row.latency
+        numbers = [d.p50_ns, d.p90_ns, d.p99_ns, d.max_ns]
+        numbers += [row.p50_uncertainty_ns, row.max_uncertainty_ns]
+        out.append(
+            [
+                row.phase,
+                str(row.reached),
+                row_counted(row),
+                *(format_ms(ns) if d.count else "-" for ns in numbers),
+            ]
+        )
+    return out
 
 
-_PHASE_HEAD = ("phase", "pods", "p50", "p90", "p99", "max", "± p50", "± max")
+_PHASE_HEAD = ("phase", "pods", "counted", "p50", "p90", "p99", "max", "± p50", "± max")
+
+
+def _out_of_order(report: Report) -> str:
+    rows = out_of_order_rows(report)
+    if not rows:
+        return "<p>No pod has a phase out of order beyond the uncertainties.</p>"
+    caption = (
+        f"{len(rows)} pod phases seen before a phase they must follow, beyond both events'"
+        " uncertainties; each is left out of its phase's statistics"
+    )
+    return _table(OUT_OF_ORDER_HEAD, rows, caption)
 
 
 def _ratio_cell(report: Report, group: GroupReport, phase: str) -> str:
@@ -101,7 +123,7 @@ def _comparison(report: Report) -> str:
     rows = []
     for group in report.groups:
         row = group.phase("first_response")
-        d = row.latency if row else None
+        d = row.latency if row and row.count else None
         rows.append(
             [
                 _e(group.key.runtime),
@@ -118,7 +140,10 @@ def _comparison(report: Report) -> str:
                 format_memory(group.memory_per_pod_bytes),
             ]
         )
-    head = ["runtime", "replicas", "runs", "pods measured/expected", "failed", "p50", "p90"]
+    bound = report.bounds.get("first_response")
+    within = f" within {format_bound(bound)}" if bound is not None else ""
+    head = ["runtime", "replicas", "runs", f"pods measured{within}/expected", "failed", "p50"]
+    head += ["p90"]
     head += ["max"]
     head += [f"ratio to {report.baseline} [{report.confidence:.0%} CI]", "per-run p50"]
     head += ["all responded", "memory/pod"]
@@ -168,13 +193,24 @@ def _run_section(run: RunReport, plots: dict[str, Plot]) -> str:
         ["image, memory limit", f"{run.image or '-'}, {run.memory_limit or '-'}"],
         ["all responded", format_ms(run.all_responded_ns) + " ms" if run.all_responded_ns else "-"],
         ["failed pods", failures],
+        [
+            "pod phases out of order",
+            str(len(run.out_of_order)) if run.bounds_applied else "not checked",
+        ],
         ["memory per pod", format_memory(run.memory_per_pod_bytes)],
     ]
     parts = [
         f'<details id="run-{_e(run.run_id)}"><summary>run {_e(run.run_id)}'
         f" ({_e(run.key.label)}, {_e(run.state)})</summary>",
         _table(["", ""], facts),
-        _table(_PHASE_HEAD, _phase_rows(run.phases), "the collector's summary of this run, ms"),
+        _table(
+            _PHASE_HEAD,
+            _phase_rows(run.phases),
+            "the collector's summary of this run, ms"
+            if run.bounds_applied
+            else "this run's pods under the bounds, applied by rtctl (the collector, older than"
+            " rtctl, applied none), ms; its phases were not checked for order",
+        ),
         _table(["agent", "node", "offset ms", "± ms"], clocks, "clock offsets to the collector"),
     ]
     timeline = plots.get(timeline_name(run.run_id))
@@ -212,8 +248,21 @@ rtctl's clocks corrected by their measured offsets, see each run's clock table).
 <li><b>Sources</b>: when several sources saw a phase, the most precise wins (containerd
 &gt; simulator kubelet &gt; node-local HTTP probe &gt; Kubernetes watch &gt; rtctl).
 first_response is the node-local probe's first success.</li>
-<li><b>Uncertainty</b> (± columns) = the event's own bracket (for a probe, the time since the
-last failed attempt) plus its agent's clock-offset uncertainty.</li>
+<li><b>Uncertainty</b> (± columns) = the event's own bracket (for a probe, half the time
+between the last failed attempt and the first success) plus its agent's clock-offset
+uncertainty.</li>
+<li><b>Uncertainty bounds</b>: a pod's phase counts in the statistics (percentiles, all
+responded, ratios, the CDF) only if its uncertainty is at most the phase's bound
+({_e(report.bounds_text)}; <code>--max-uncertainty PHASE=DURATION</code> changes them). The
+counted column shows the pods counted / the pods that reached the phase, with the bound.</li>
+<li><b>Order</b>: a phase the numbers prove came before a phase it must follow (a first
+response before its container started, ready before scheduled, a container started before
+its sandbox, ...) is out of order: left out of its phase's statistics (the phase it must
+follow still counts) and listed under "Out of order". A Kubernetes watch event is stamped
+on arrival, late by the watch's lag, so it only bounds the truth from above; a container
+runtime's event may be stamped up to {RUNTIME_REPORT_LAG_NS // 1_000_000} ms after the step
+it reports; a phase is only flagged when it lies before the other beyond both events'
+uncertainties and these allowances. Timelines mark such phases in red.</li>
 <li><b>Percentiles</b> are nearest-rank: pN is the smallest latency with at least N % of the
 pods at or below it; every value shown is one pod's real latency. Per-runtime tables pool
 all pods of all runs of that runtime, variant and replica count.</li>
@@ -226,10 +275,10 @@ variation (pods of one run share its node state and are not independent). A grou
 run can only show pod-to-pod variation: its pods are resampled with replacement. The
 repetitions plot and the per-run p50 column show the runs themselves. ≠env marks ratios
 between runs taken in different environments.</li>
-<li><b>Pods measured / expected</b> = pods with a first_response / the replicas the runs
-asked for. Pods that never answered have no latency: a group with fewer measured than
-expected looks faster than it is. Failed and timed-out runs are left out unless
-<code>--include-failed</code>.</li>
+<li><b>Pods measured / expected</b> = pods with a counted first_response / the replicas the
+runs asked for. Pods that never answered, or whose answer is left out, have no latency: a
+group with fewer measured than expected looks faster than it is. Failed and timed-out runs
+are left out unless <code>--include-failed</code>.</li>
 <li><b>Memory per pod</b> = (node MemAvailable before the create minus after all of the node's
 pods were ready) / pods on the node, averaged over nodes (per runtime: over its runs).</li>
 </ul>"""
@@ -248,11 +297,16 @@ def render_html(report: Report, plots: Sequence[Plot], *, title: str = "rtbench 
     ]
     if report.notes:
         body.append('<div class="warn">' + "<br>".join(_e(n) for n in report.notes) + "</div>")
+    body.append(
+        f"<p>Uncertainty bounds: {_e(report.bounds_text)}. A pod's phase over its bound or out"
+        " of order is left out of that phase's statistics and counted beside them.</p>"
+    )
     body += ["<h2>Environment</h2>", _environment(report)]
     body += ["<h2>Comparison</h2>", _comparison(report)]
     body += [_figure(p) for name, p in by_name.items() if not name.startswith("timeline-")]
     body.append("<h2>Per runtime</h2>")
     body += [_group_section(report, group) for group in report.groups]
+    body += ["<h2>Out of order</h2>", _out_of_order(report)]
     body.append("<h2>Runs</h2>")
     body += [_run_section(run, by_name) for run in report.runs]
     body += ["<h2>How the numbers are computed</h2>", _method(report)]

@@ -7,7 +7,9 @@ of every runtime against the plan's baseline (rtctl.reporttables, the same
 table ``rtctl report --plan-id`` prints, built by the same ``collect_report``: the
 run standing for each key, succeeded runs only unless none succeeded).
 ``--out DIR`` writes that report's files (``write_report``: report.html,
-report.json, PNGs). ``--dry-run`` prints the ordered matrix without contacting
+report.json, PNGs). ``--max-uncertainty PHASE=DURATION`` (rtctl/bounds.py) sets
+the uncertainty bounds of every number it prints: each run's line and the
+comparison. ``--dry-run`` prints the ordered matrix without contacting
 anything. Progress (the seed, each run's live display and result line) goes to
 stderr, the comparison to stdout, as with start-run.
 
@@ -39,6 +41,7 @@ from rtbench.cli import EXIT_FAILED, EXIT_OK
 from rtbench.v1 import control_pb2, events_pb2
 
 from . import cliargs
+from .bounds import NO_CHANGES, UncertaintyBounds, add_bound_option, parse_bounds
 from .control import Collector
 from .display import RunDisplay, display_for
 from .errors import Interrupted, RtctlError, UsageError
@@ -86,11 +89,13 @@ def add_parser(subparsers: Any) -> None:
         metavar="DIR",
         help="write the final report here (report.html, report.json, PNGs), as rtctl report does",
     )
+    add_bound_option(parser)
     add_connection_options(parser)
     parser.set_defaults(func=run)
 
 
 async def run(args: argparse.Namespace) -> int:
+    bounds = parse_bounds(args.max_uncertainty)
     plan = load_plan(args.plan)
     seed = plan.seed if args.seed is None else args.seed
     console = cliargs.console()
@@ -108,6 +113,7 @@ async def run(args: argparse.Namespace) -> int:
             seed=args.seed,
             retry_failed=args.retry_failed,
             progress=progress,
+            bounds=bounds,
         )
     except (Interrupted, UsageError):
         # Interrupted says how to resume itself; a usage error (the plan changed under its
@@ -148,6 +154,7 @@ async def run_plan(
     seed: int | None = None,
     retry_failed: bool = False,
     progress: Console | None = None,
+    bounds: UncertaintyBounds = NO_CHANGES,
 ) -> tuple[PlanOutcome, Report]:
     """What ``run-plan`` does after parsing: the runs with their display on ``progress``
     (default: ``console``), then the comparison on ``console``; the report is returned for
@@ -162,7 +169,7 @@ async def run_plan(
     ):
         collector.on_outage = display.note
         outcome = await execute_plan(
-            plan, collector, cluster, display, seed=seed, retry_failed=retry_failed
+            plan, collector, cluster, display, seed=seed, retry_failed=retry_failed, bounds=bounds
         )
         any_succeeded = any(s == control_pb2.RUN_STATE_SUCCEEDED for _, _, s in outcome.results)
         report = await collect_report(
@@ -171,6 +178,7 @@ async def run_plan(
             baseline=plan.baseline,
             seed=outcome.seed,
             include_failed=not any_succeeded,
+            bounds=bounds,
         )
     console.print()
     console.print(comparison_table(report))
@@ -288,6 +296,10 @@ class TextPlanDisplay:
         first = stats.get(events_pb2.PHASE_FIRST_RESPONSE)
         if first is not None and first.count:
             parts.append(f"first_response p50 {format_ms(first.p50_ns)} ms")
+        if not summary.bounds_applied:
+            parts.append("no uncertainty bound applied (the collector is older than rtctl)")
+        elif first is not None and first.count < first.reached:
+            parts.append(f"{first.reached - first.count} first responses left out")
         if summary.all_responded_ns:
             parts.append(f"all responded {format_ms(summary.all_responded_ns)} ms")
         if outcome.state != control_pb2.RUN_STATE_SUCCEEDED and outcome.message:

@@ -47,6 +47,7 @@ from typing import Protocol
 from rtbench.clock import mono_ns
 from rtbench.v1 import control_pb2
 
+from .bounds import NO_CHANGES, UncertaintyBounds
 from .control import Collector
 from .display import RunDisplay
 from .errors import (
@@ -340,6 +341,7 @@ async def execute_plan(
     seed: int | None = None,
     retry_failed: bool = False,
     preflight_retry_s: float = PREFLIGHT_RETRY_S,
+    bounds: UncertaintyBounds = NO_CHANGES,
 ) -> PlanOutcome:
     """Runs what is left of ``plan`` one run after another (see the module docstring).
 
@@ -347,7 +349,8 @@ async def execute_plan(
     largest replica count cannot run, or when a later run's preflight still refuses
     after one wait of ``preflight_retry_s``; Interrupted (exit 130) after the current
     run was aborted and cleaned up. A rerun then resumes. Failed runs, operational
-    errors of one run included, are recorded, not raised.
+    errors of one run included, are recorded, not raised. Each run's summary is read
+    under ``bounds`` (rtctl/bounds.py).
     """
     seed = plan.seed if seed is None else seed
     order = ordered(plan, seed)
@@ -378,7 +381,7 @@ async def execute_plan(
                     display.note(warning)
             run_display = display.run_starting(position, len(order), run, request.run_id, eta)
             outcome = await execute_run(
-                replace(request, environment=report.environment, nodes=report.nodes),
+                replace(request, environment=report.environment, nodes=report.nodes, bounds=bounds),
                 collector,
                 cluster,
                 run_display,

@@ -8,6 +8,14 @@ both: a CDF per runtime, and a Gantt-like timeline with one row per pod and a
 segment per start-up stage. These are those figures, drawn from the same
 ``Report`` the tables come from.
 
+The timeline never draws an impossible order unmarked: a stage seen after a
+later one (within the uncertainties) is a tick, not a segment, and a phase
+the collector found out of order (collector/screening.py) is not a segment
+at all but a red hatched span from where it was seen to the phase it must
+follow, with its own legend entry. A phase over its uncertainty bound keeps
+its segment and gets a grey bar of ± its uncertainty. The CDF shows the pods
+the statistics count, as the tables do.
+
 matplotlib's object API with the Agg canvas only (no pyplot, no global state,
 no display): figures are rendered to PNG bytes in memory, which the CLI writes
 to files and rtctl/htmlreport.py embeds. Sizes are fixed in pixels (``DPI``),
@@ -37,6 +45,8 @@ from .report import Report, RunReport
 __all__ = [
     "DPI",
     "MILESTONES",
+    "OUT_OF_ORDER_COLOUR",
+    "UNCERTAIN_COLOUR",
     "Plot",
     "cdf_plot",
     "render_plots",
@@ -64,6 +74,10 @@ has no sandbox or container segment."""
 _SANDBOX = ("sandbox_started", "sandbox_created")
 _CONTAINER = ("container_started", "container_created")
 _PRECEDE = ("scheduled", "sandbox", "container")
+OUT_OF_ORDER_COLOUR = "#d62728"
+"""The out-of-order span's hatch and edge; no stage uses it."""
+UNCERTAIN_COLOUR = "#8c564b"
+"""The ± bars of phases over their uncertainty bound; no stage uses it."""
 
 
 @dataclass(frozen=True)
@@ -97,7 +111,7 @@ def cdf_plot(report: Report, phase: str = "first_response") -> Plot | None:
             if run.key == group.key and run.created_ns
             for pod in run.pods
             for t in pod.phases
-            if t.phase == phase
+            if t.phase == phase and t.counted
         )
         if latencies:
             series.append((group.key.label, group.key.runtime == report.baseline, latencies))
@@ -126,7 +140,7 @@ def cdf_plot(report: Report, phase: str = "first_response") -> Plot | None:
         ax.set_xlim(left=0)  # from zero, so the eye reads ratios between the curves right
     ax.axhline(0.5, color="#bbbbbb", linewidth=0.8, zorder=0)
     ax.set_ylim(0, 1.02)
-    ax.set_title(f"{phase} latency per runtime (CDF over all pods of all runs)")
+    ax.set_title(f"{phase} latency per runtime (CDF over the counted pods of all runs)")
     ax.set_xlabel(f"{phase} latency from the Deployment's create (ms)")
     ax.set_ylabel("fraction of pods")
     ax.grid(True, alpha=0.3)
@@ -134,24 +148,48 @@ def cdf_plot(report: Report, phase: str = "first_response") -> Plot | None:
     return Plot(f"cdf-{phase}.png", f"{phase} latency CDF per runtime", _png(figure))
 
 
-def _milestones(run: RunReport) -> list[tuple[list[tuple[float, str]], list[tuple[float, str]]]]:
-    """Per pod (by ordinal): (milestones drawn as segments, in time order; late ones).
+@dataclass
+class _Row:
+    """One pod's row of the timeline (times in ms since the create)."""
+
+    drawn: list[tuple[float, str]]
+    """Milestones drawn as segments, in time order."""
+    late: list[tuple[float, str]]
+    """Milestones seen after a later stage: ticks."""
+    out_of_order: list[tuple[float, float]]
+    """(where the phase was seen, where the phase it must follow was): hatched spans."""
+    uncertain: list[tuple[float, float]]
+    """(time, ± uncertainty) of milestones over their phase's bound: error bars."""
+
+
+def _milestones(run: RunReport) -> list[_Row]:
+    """Per pod (by ordinal), what the timeline draws.
 
     Scheduling, the sandbox and the container precede every later stage, so one
     seen after a later stage was seen late (a watch reports container starts up to
     a PLEG period late): it becomes a tick, not a segment that would stretch the
     stage before it. Running, first response and ready have no fixed order
-    (the probe may answer before the watch shows Running or Ready).
+    (the probe may answer before the watch shows Running or Ready). A phase the
+    collector flagged out of order is no milestone: a hatched span instead.
     """
+    must_follow = {(v.ordinal, v.phase): v.must_follow for v in run.out_of_order}
     rows = []
     for pod in run.pods:
-        times = {t.phase: t.latency_ns / 1e6 for t in pod.phases}
-        found = []
+        times = {t.phase: t for t in pod.phases}
+        found, flagged, uncertain = [], [], []
         for milestone, _, _ in MILESTONES:
             names = {"sandbox": _SANDBOX, "container": _CONTAINER}.get(milestone, (milestone,))
-            at = next((times[n] for n in names if n in times), None)
-            if at is not None:
-                found.append((at, milestone))
+            t = next((times[n] for n in names if n in times), None)
+            if t is None:
+                continue
+            at = t.latency_ns / 1e6
+            if t.out_of_order:
+                other = times.get(must_follow.get((pod.ordinal, t.phase), ""))
+                flagged.append((at, other.latency_ns / 1e6 if other is not None else at))
+                continue
+            found.append((at, milestone))
+            if t.over_bound:
+                uncertain.append((at, t.uncertainty_ns / 1e6))
         drawn, late = [], []
         for i, (at, milestone) in enumerate(found):
             early = milestone in _PRECEDE
@@ -159,7 +197,7 @@ def _milestones(run: RunReport) -> list[tuple[list[tuple[float, str]], list[tupl
                 late.append((at, milestone))
             else:
                 drawn.append((at, milestone))
-        rows.append((sorted(drawn), late))
+        rows.append(_Row(sorted(drawn), late, flagged, uncertain))
     return rows
 
 
@@ -173,17 +211,21 @@ def timeline_plot(run: RunReport) -> Plot:
         m: ([], [], []) for m, _, _ in MILESTONES
     }
     ticks: dict[str, tuple[list[int], list[float]]] = {m: ([], []) for m, _, _ in MILESTONES}
-    for row, (milestones, late) in enumerate(_milestones(run)):
+    spans: list[tuple[int, float, float]] = []
+    bars: list[tuple[int, float, float]] = []
+    for row, found in enumerate(_milestones(run)):
         start = 0.0
-        for at, milestone in milestones:
+        for at, milestone in found.drawn:
             ys, lefts, widths = segments[milestone]
             ys.append(row)
             lefts.append(start)
             widths.append(max(at - start, 0.0))
             start = max(start, at)
-        for at, milestone in late:
+        for at, milestone in found.late:
             ticks[milestone][0].append(row)
             ticks[milestone][1].append(at)
+        spans += [(row, seen, until) for seen, until in found.out_of_order]
+        bars += [(row, at, plus_minus) for at, plus_minus in found.uncertain]
     handles: list[Artist] = []
     for milestone, legend, colour in MILESTONES:
         ys, lefts, widths = segments[milestone]
@@ -205,6 +247,23 @@ def timeline_plot(run: RunReport) -> Plot:
             Line2D([], [], color="#333333", marker="|", linestyle="", markersize=10,
                    markeredgewidth=2.5, label="seen after a later stage")
         )  # fmt: skip
+    if spans:
+        handles.append(_out_of_order_spans(ax, spans, tick_size))
+    if bars:
+        ax.errorbar(
+            [at for _, at, _ in bars],
+            [row for row, _, _ in bars],
+            xerr=[plus_minus for _, _, plus_minus in bars],
+            fmt="none",
+            ecolor=UNCERTAIN_COLOUR,
+            elinewidth=1.2,
+            capsize=3,
+            zorder=4,
+        )
+        handles.append(
+            Line2D([], [], color=UNCERTAIN_COLOUR, marker="|", markersize=8,
+                   label="over its uncertainty bound (± shown)")
+        )  # fmt: skip
     failed = [
         (row, t.latency_ns / 1e6)
         for row, pod in enumerate(run.pods)
@@ -222,6 +281,8 @@ def timeline_plot(run: RunReport) -> Plot:
         x + w for _, lefts, widths in segments.values() for x, w in zip(lefts, widths, strict=True)
     ]
     ends += [x for _, xs in ticks.values() for x in xs]
+    ends += [max(seen, until) for _, seen, until in spans]
+    ends += [at + plus_minus for _, at, plus_minus in bars]
     ax.set_xlim(0, max(ends, default=1.0) * 1.03)
     ax.set_title(f"per-pod start-up timeline, run {run.run_id} ({run.key.label}, {run.state})")
     ax.set_xlabel("time since the Deployment's create (ms)")
@@ -233,6 +294,40 @@ def timeline_plot(run: RunReport) -> Plot:
     return Plot(timeline_name(run.run_id), f"timeline of run {run.run_id}", _png(figure))
 
 
+def _out_of_order_spans(ax: Axes, spans: Sequence[tuple[int, float, float]], size: float) -> Artist:
+    """Red hatched boxes from where each out-of-order phase was seen to the phase it must
+    follow, and a red cross where it was seen; the legend entry."""
+    boxes = [
+        [(lo, y - 0.425), (hi, y - 0.425), (hi, y + 0.425), (lo, y + 0.425)]
+        for y, seen, until in spans
+        for lo, hi in [(min(seen, until), max(seen, until))]
+    ]
+    ax.add_collection(
+        PolyCollection(
+            boxes,
+            facecolors="none",
+            edgecolors=OUT_OF_ORDER_COLOUR,
+            hatch="////",
+            linewidths=1.0,
+            zorder=4,
+        )
+    )
+    ax.scatter(
+        [seen for _, seen, _ in spans],
+        [y for y, _, _ in spans],
+        marker="X",
+        s=max(size, 6.0) ** 2,
+        color=OUT_OF_ORDER_COLOUR,
+        zorder=5,
+    )
+    return Patch(
+        facecolor="none",
+        edgecolor=OUT_OF_ORDER_COLOUR,
+        hatch="////",
+        label="out of order (left out): seen → the phase it must follow",
+    )
+
+
 def repetitions_plot(report: Report) -> Plot | None:
     """Box plots of per-run p50 first_response and all-responded time, one box per group."""
     labels: list[str] = []
@@ -241,7 +336,7 @@ def repetitions_plot(report: Report) -> Plot | None:
     for group in report.groups:
         runs = [r for r in report.runs if r.key == group.key and r.created_ns]
         row_p50 = [r.phase("first_response") for r in runs]
-        values = [row.latency.p50_ns / 1e6 for row in row_p50 if row is not None]
+        values = [row.latency.p50_ns / 1e6 for row in row_p50 if row is not None and row.count]
         if values:
             labels.append(group.key.label)
             p50s.append(values)

@@ -17,13 +17,29 @@ all show the same numbers.
   pods' events, failures summed, memory per pod as the mean of the runs that
   measured one (a negative mean is shown "below resolution", as for a run),
   and per-run p50 first_response and all-responded across the repetitions.
-- Per group, pods measured / pods expected: pods that answered (have a
-  first_response) against the replicas the runs asked for, so a group whose
-  slowest pods never answered does not pass for a fast one unnoticed.
+- Per group, pods measured / pods expected: pods whose first_response counts
+  (see below) against the replicas the runs asked for, so a group whose
+  slowest pods never answered, or answered with a bracket too wide to be a
+  measurement, does not pass for a fast one unnoticed.
 - Against the baseline (the group of the baseline runtime with the same replica
   count): pN(group) / pN(baseline) per phase with its bootstrap interval
   (rtctl/stats.py; two-stage, runs then pods, for a group of several runs),
   flagged when the two groups' runs were not all taken in one environment.
+- Which pod phases count: the collector flags each pod phase whose
+  uncertainty exceeds the phase's bound (``--max-uncertainty``,
+  rtctl/bounds.py) or that is out of order with the pod's other phases
+  (collector/screening.py), and leaves it out of its statistics. The pooled
+  percentiles, the ratios, the CDF and pods measured skip exactly the pod
+  phases the collector skipped (each ``PodPhase`` carries the flags); every
+  phase row says how many pods reached it, how many count, and why the rest
+  do not, with the bound beside it, and each run names its out-of-order pods.
+  A summary from a collector older than the bounds (``bounds_applied``
+  false) has no flags: rtctl then applies the bounds it asked for to that
+  run's pod phases itself (and recomputes the run's phase rows and
+  all-responded time from its pods), notes that the collector's own per-run
+  console table counts every event and that its phases were not checked for
+  order, and never shows it as checked. A run whose collector applied other
+  bounds than asked is noted.
 
 Phases are shown in lifecycle order (the Phase enum's order), and only those
 that some pod reached: sandbox and container phases appear when the runs have
@@ -34,11 +50,13 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+from rtbench.protocol import DEFAULT_MAX_UNCERTAINTY_NS
 from rtbench.v1 import control_pb2, events_pb2
 
 from . import display
+from .bounds import bounds_text
 from .display import phase_name
 from .errors import UsageError
 from .stats import (
@@ -57,6 +75,7 @@ __all__ = [
     "Environment",
     "GroupKey",
     "GroupReport",
+    "OutOfOrder",
     "PhaseRow",
     "PodPhase",
     "PodTimes",
@@ -95,12 +114,25 @@ class GroupKey:
 
 @dataclass(frozen=True)
 class PhaseRow:
-    """Latency (from the run's created time) of one phase, and how uncertain its events are."""
+    """Latency (from the run's created time) of one phase over the pods it counts, how
+    uncertain their events are, and how many pods reached it but are left out."""
 
     phase: str
     latency: Distribution
+    """Over the counted pods (``latency.count`` of them); all 0 when none counts."""
     p50_uncertainty_ns: int
     max_uncertainty_ns: int
+    reached: int
+    """Pods that reached the phase: counted + out_of_order + over_bound."""
+    out_of_order: int = 0
+    over_bound: int = 0
+    """Left out (and in order) because their uncertainty exceeds ``bound_ns``."""
+    bound_ns: int | None = None
+    """The phase's uncertainty bound; None: no bound, or none applied (an old collector)."""
+
+    @property
+    def count(self) -> int:
+        return self.latency.count
 
 
 @dataclass(frozen=True)
@@ -111,6 +143,26 @@ class PodPhase:
     """Collector timebase."""
     latency_ns: int
     uncertainty_ns: int
+    over_bound: bool = False
+    out_of_order: bool = False
+
+    @property
+    def counted(self) -> bool:
+        """Whether the phase's statistics count this pod (within its bound, in order)."""
+        return not (self.over_bound or self.out_of_order)
+
+
+@dataclass(frozen=True)
+class OutOfOrder:
+    """A pod's phase seen ``early_by_ns`` before a phase it must follow (left out)."""
+
+    ordinal: int
+    pod: str
+    phase: str
+    must_follow: str
+    early_by_ns: int
+    beyond_ns: int
+    """How much of early_by_ns is beyond both events' uncertainties."""
 
 
 @dataclass(frozen=True)
@@ -123,6 +175,10 @@ class PodTimes:
 
     def latency(self, phase: str) -> int | None:
         return next((p.latency_ns for p in self.phases if p.phase == phase), None)
+
+    def counts(self, phase: str) -> bool:
+        """Whether the pod reached ``phase`` and that phase's statistics count it."""
+        return any(p.phase == phase and p.counted for p in self.phases)
 
 
 @dataclass(frozen=True)
@@ -149,6 +205,11 @@ class RunReport:
     rtctl_clock: tuple[int, int]
     environment: Mapping[str, str]
     pods: tuple[PodTimes, ...]
+    bounds_applied: bool
+    """The collector applied the bounds and the order check (False: an older collector)."""
+    bounds: Mapping[str, int]
+    """The bounds the collector applied (phase -> ns); empty when it applied none."""
+    out_of_order: tuple[OutOfOrder, ...]
     summary: control_pb2.RunSummary = field(repr=False, compare=False)
     """The summary itself, for CORE's per-run console table."""
 
@@ -162,7 +223,8 @@ class GroupReport:
     run_ids: tuple[str, ...]
     pods: int
     measured: int
-    """Pods with a first_response (in runs with a created time): what the latencies rest on."""
+    """Pods with a counted first_response (in runs with a created time): what the
+    latencies rest on."""
     expected: int
     """Replicas the group's runs asked for; ``measured < expected`` means pods never answered."""
     phases: tuple[PhaseRow, ...]
@@ -214,6 +276,18 @@ class Report:
     confidence: float
     percent: int
     notes: tuple[str, ...]
+    bounds: Mapping[str, int]
+    """The uncertainty bounds asked for (phase -> ns), the pooled statistics' own."""
+
+    @property
+    def bounds_text(self) -> str:
+        """``first_response ≤ 10 ms; other phases unbounded``."""
+        return bounds_text(self.bounds)
+
+    @property
+    def out_of_order(self) -> tuple[tuple[RunReport, OutOfOrder], ...]:
+        """Every out-of-order pod phase of the report, run by run."""
+        return tuple((run, v) for run in self.runs for v in run.out_of_order)
 
     def comparison(self, group: GroupKey, phase: str) -> Comparison | None:
         return next((c for c in self.comparisons if c.group == group and c.phase == phase), None)
@@ -228,17 +302,26 @@ def build_report(
     confidence: float = DEFAULT_CONFIDENCE,
     percent: int = 50,
     notes: Sequence[str] = (),
+    bounds: Mapping[int, int] | None = None,
 ) -> Report:
     """The report on these runs; ``baseline`` defaults to runc when present.
 
     ``notes`` are the caller's remarks to keep with the report (e.g. runs left out).
+    ``bounds`` (phase -> ns, ``UncertaintyBounds.effective``) are the bounds the
+    summaries were asked for; None: the defaults. rtctl applies them itself to a run
+    whose collector applied none.
 
     Raises UsageError when there are no runs or the baseline ran in none of them.
     """
     if not summaries:
         raise UsageError("no runs to report on")
-    runs = tuple(sorted(map(_run, summaries), key=lambda r: (r.key, r.repetition, r.run_id)))
+    asked = dict(DEFAULT_MAX_UNCERTAINTY_NS) if bounds is None else dict(bounds)
+    named = {phase_name(p): ns for p, ns in sorted(asked.items())}
+    made = [_run(s, named) for s in summaries]
+    made = [r if r.bounds_applied or not r.pods else _bounded_by_rtctl(r, named) for r in made]
+    runs = tuple(sorted(made, key=lambda r: (r.key, r.repetition, r.run_id)))
     notes = list(notes)
+    _bound_notes(runs, named, notes)
     by_key: dict[GroupKey, list[RunReport]] = defaultdict(list)
     for run in runs:
         by_key[run.key].append(run)
@@ -246,7 +329,7 @@ def build_report(
             notes.append(
                 f"run {run.run_id} has no recorded create time: its latencies are left out"
             )
-    groups = tuple(_group(key, members) for key, members in sorted(by_key.items()))
+    groups = tuple(_group(key, members, named) for key, members in sorted(by_key.items()))
     chosen = _baseline(groups, baseline, notes)
     # The baseline first, then the others by name: every table and figure follows this order.
     groups = tuple(sorted(groups, key=lambda g: (g.key.runtime != chosen, g.key)))
@@ -294,11 +377,38 @@ def build_report(
         confidence=confidence,
         percent=percent,
         notes=tuple(notes),
+        bounds=named,
     )
 
 
-def _run(summary: control_pb2.RunSummary) -> RunReport:
+def _bound_notes(runs: Sequence[RunReport], asked: Mapping[str, int], notes: list[str]) -> None:
+    unchecked = [run.run_id for run in runs if not run.bounds_applied]
+    if unchecked:
+        notes.append(
+            f"the collector applied no uncertainty bound and no order check to run(s)"
+            f" {', '.join(unchecked)} (it is older than this rtctl): rtctl applied the bounds"
+            " to their pods itself, except in the collector's own per-run tables on the"
+            " terminal, which count every event; their phases were not checked for order"
+        )
+    for run in runs:
+        if run.bounds_applied and dict(run.bounds) != dict(asked):
+            notes.append(
+                f"run {run.run_id}: the collector applied other uncertainty bounds than asked"
+                f" ({bounds_text(run.bounds)}): its own table uses them"
+            )
+
+
+def _run(summary: control_pb2.RunSummary, asked: Mapping[str, int]) -> RunReport:
     spec = summary.spec
+    applied = summary.bounds_applied
+    bounds = {phase_name(b.phase): b.max_uncertainty_ns for b in summary.max_uncertainty}
+
+    def over(name: str, uncertainty_ns: int, flagged: bool) -> bool:
+        if applied:
+            return flagged
+        bound = asked.get(name)
+        return bound is not None and uncertainty_ns > bound
+
     return RunReport(
         run_id=spec.run_id,
         key=GroupKey(spec.runtime_class, spec.variant or spec.runtime_class, spec.replicas),
@@ -321,6 +431,10 @@ def _run(summary: control_pb2.RunSummary) -> RunReport:
                 Distribution(s.count, s.min_ns, s.p50_ns, s.p90_ns, s.p99_ns, s.max_ns),
                 s.p50_uncertainty_ns,
                 s.max_uncertainty_ns,
+                reached=s.reached if applied else s.count,
+                out_of_order=s.out_of_order,
+                over_bound=s.over_bound,
+                bound_ns=bounds.get(phase_name(s.phase)),
             )
             for s in sorted(summary.phases, key=lambda s: s.phase)
         ),
@@ -348,26 +462,76 @@ def _run(summary: control_pb2.RunSummary) -> RunReport:
                         t.time_ns,
                         t.latency_ns,
                         t.uncertainty_ns,
+                        over_bound=over(phase_name(t.phase), t.uncertainty_ns, t.over_bound),
+                        out_of_order=t.out_of_order,
                     )
                     for t in sorted(pod.phases, key=lambda t: (t.phase, t.time_ns))
                 ),
             )
             for pod in sorted(summary.pods, key=lambda p: p.ordinal)
         ),
+        bounds_applied=applied,
+        bounds=bounds,
+        out_of_order=tuple(
+            OutOfOrder(
+                v.ordinal,
+                v.pod_name,
+                phase_name(v.phase),
+                phase_name(v.must_follow),
+                v.early_by_ns,
+                v.beyond_uncertainty_ns,
+            )
+            for v in summary.out_of_order
+        ),
         summary=summary,
     )
 
 
+def _phase_row(name: str, events: Sequence[PodPhase], bound_ns: int | None) -> PhaseRow:
+    """The row of phase ``name`` over these pods' events: numbers over the counted ones."""
+    counted = [t for t in events if t.counted]
+    uncertainties = Distribution.of([t.uncertainty_ns for t in counted])
+    return PhaseRow(
+        name,
+        Distribution.of([t.latency_ns for t in counted]),
+        uncertainties.p50_ns,
+        uncertainties.max_ns,
+        reached=len(events),
+        out_of_order=sum(t.out_of_order for t in events),
+        over_bound=sum(t.over_bound and not t.out_of_order for t in events),
+        bound_ns=bound_ns,
+    )
+
+
+def _bounded_by_rtctl(run: RunReport, asked: Mapping[str, int]) -> RunReport:
+    """A run whose collector applied no bound, its phase rows and all-responded time
+    recomputed from its pods under the bounds asked for (order unchecked)."""
+    by_phase: dict[str, list[PodPhase]] = defaultdict(list)
+    for pod in run.pods:
+        for t in pod.phases:
+            by_phase[t.phase].append(t)
+    order = {phase_name(p): p for p in events_pb2.Phase.values()}
+    rows = tuple(
+        _phase_row(name, events, asked.get(name))
+        for name, events in sorted(by_phase.items(), key=lambda item: order.get(item[0], 0))
+    )
+    answered = sorted(t.latency_ns for t in by_phase.get("first_response", []) if t.counted)
+    replicas = run.key.replicas
+    all_responded = answered[replicas - 1] if run.created_ns and len(answered) >= replicas else 0
+    return replace(run, phases=rows, all_responded_ns=all_responded)
+
+
 def _latencies(runs: Sequence[RunReport], phase: str) -> list[list[int]]:
-    """Every pod's latency of ``phase``, run by run (runs without a created time left out)."""
+    """Every counted pod's latency of ``phase``, run by run (runs without a created
+    time left out)."""
     return [
-        [t.latency_ns for pod in run.pods for t in pod.phases if t.phase == phase]
+        [t.latency_ns for pod in run.pods for t in pod.phases if t.phase == phase and t.counted]
         for run in runs
         if run.created_ns
     ]
 
 
-def _group(key: GroupKey, runs: Sequence[RunReport]) -> GroupReport:
+def _group(key: GroupKey, runs: Sequence[RunReport], bounds: Mapping[str, int]) -> GroupReport:
     rows = []
     for phase in LIFECYCLE:
         name = phase_name(phase)
@@ -379,17 +543,8 @@ def _group(key: GroupKey, runs: Sequence[RunReport]) -> GroupReport:
             for t in pod.phases
             if t.phase == name
         ]
-        if not events:
-            continue
-        uncertainties = Distribution.of([t.uncertainty_ns for t in events])
-        rows.append(
-            PhaseRow(
-                name,
-                Distribution.of([t.latency_ns for t in events]),
-                uncertainties.p50_ns,
-                uncertainties.max_ns,
-            )
-        )
+        if events:
+            rows.append(_phase_row(name, events, bounds.get(name)))
     failures: dict[str, int] = defaultdict(int)
     for run in runs:
         for reason, count in run.failures:
@@ -400,18 +555,14 @@ def _group(key: GroupKey, runs: Sequence[RunReport]) -> GroupReport:
     first = [
         row.latency.p50_ns
         for run in runs
-        if run.created_ns and (row := run.phase("first_response")) is not None
+        if run.created_ns and (row := run.phase("first_response")) is not None and row.count
     ]
     return GroupReport(
         key=key,
         run_ids=tuple(run.run_id for run in runs),
         pods=sum(len(run.pods) for run in runs),
         measured=sum(
-            1
-            for run in runs
-            if run.created_ns
-            for pod in run.pods
-            if pod.latency("first_response") is not None
+            1 for run in runs if run.created_ns for pod in run.pods if pod.counts("first_response")
         ),
         expected=sum(run.key.replicas for run in runs),
         phases=tuple(rows),

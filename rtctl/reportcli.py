@@ -3,7 +3,7 @@ PNG figures and one HTML page.
 
     rtctl report [RUN_ID ...] [--test-id T] [--plan-id P] [--baseline RUNTIME]
                  [--include-failed] [--out DIR] [--format text|json] [--bootstrap N]
-                 [--seed S]
+                 [--seed S] [--max-uncertainty PHASE=DURATION ...]
 
 Without run ids, every SUCCEEDED run the collector has (narrowed by --test-id
 and --plan-id) is reported on, and the report names every run it left out and
@@ -16,9 +16,16 @@ run that stands for it by run-plan's own rule (``planrun.standing_run``), so a
 FAILED attempt and its SUCCEEDED retry are not pooled. Named run ids are
 reported on whatever their state.
 
+``--max-uncertainty PHASE=DURATION`` (rtctl/bounds.py) sets the uncertainty
+bound a phase's events must be within to count in the statistics (default:
+10 ms for first_response, none for the others); the summaries are asked for
+with it, and every table says how many pods each phase counts and why the
+others are left out (over the bound, out of order).
+
 ``--out DIR`` writes ``report.html`` (self-contained), ``report.json`` and every
 figure as PNG, and says where. ``--format json`` prints the whole report for
-scripts, per-pod phase times included (ns, with source and uncertainty).
+scripts, per-pod phase times included (ns, with source, uncertainty and the
+flags that leave a phase out of the statistics).
 
 ``collect_report`` and ``write_report`` are what ``rtctl demo`` and
 ``rtctl run-plan`` (its final comparison, and ``--out DIR``) call to produce the
@@ -40,6 +47,7 @@ from rtbench.cli import EXIT_OK, parse_positive_int
 from rtbench.v1 import control_pb2
 
 from . import cliargs
+from .bounds import NO_CHANGES, UncertaintyBounds, add_bound_option, parse_bounds
 from .control import Collector
 from .errors import UnknownRun, UsageError
 from .htmlreport import render_html
@@ -93,6 +101,7 @@ def add_parser(subparsers: Any) -> None:
         help=f"bootstrap resamples per ratio (default: {DEFAULT_RESAMPLES})",
     )
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: 0)")
+    add_bound_option(parser)
     add_connection_options(parser, kubernetes=False)
     parser.set_defaults(func=run)
 
@@ -141,9 +150,10 @@ async def collect_report(
     resamples: int = DEFAULT_RESAMPLES,
     seed: int = 0,
     include_failed: bool = False,
+    bounds: UncertaintyBounds = NO_CHANGES,
 ) -> Report:
     """The report on the named runs, or on the runs matching test and plan id that
-    ``select_runs`` keeps.
+    ``select_runs`` keeps, their statistics under ``bounds``.
 
     Raises UsageError when nothing matches or a named run is unknown, CollectorError
     when a call fails.
@@ -166,7 +176,7 @@ async def collect_report(
     summaries, unknown = [], []
     for run_id in run_ids:
         try:
-            summaries.append(await collector.summary(run_id, include_pods=True))
+            summaries.append(await collector.summary(run_id, include_pods=True, bounds=bounds))
         except UnknownRun:
             unknown.append(run_id)
     if unknown:
@@ -176,7 +186,13 @@ async def collect_report(
         )
     # Bootstrapping is CPU work: a thread keeps the event loop (and Ctrl-C) responsive.
     return await asyncio.to_thread(
-        build_report, summaries, baseline=baseline, resamples=resamples, seed=seed, notes=notes
+        build_report,
+        summaries,
+        baseline=baseline,
+        resamples=resamples,
+        seed=seed,
+        notes=notes,
+        bounds=bounds.effective,
     )
 
 
@@ -195,6 +211,7 @@ def write_report(report: Report, out: Path) -> list[Path]:
 
 
 async def run(args: argparse.Namespace) -> int:
+    bounds = parse_bounds(args.max_uncertainty)
     settings = connection_settings(args, os.environ)
     async with Collector.connect(settings) as collector:
         report = await collect_report(
@@ -206,6 +223,7 @@ async def run(args: argparse.Namespace) -> int:
             resamples=args.bootstrap,
             seed=args.seed,
             include_failed=args.include_failed,
+            bounds=bounds,
         )
     written = await asyncio.to_thread(write_report, report, args.out) if args.out else []
     if args.format == "json":
@@ -225,19 +243,29 @@ async def run(args: argparse.Namespace) -> int:
 
 
 def _phases(rows: Sequence[PhaseRow]) -> dict[str, Any]:
-    return {
-        row.phase: {
-            "count": row.latency.count,
-            "min_ns": row.latency.min_ns,
-            "p50_ns": row.latency.p50_ns,
-            "p90_ns": row.latency.p90_ns,
-            "p99_ns": row.latency.p99_ns,
-            "max_ns": row.latency.max_ns,
+    """Per phase: pods reached, counted (count) and left out, the bound, and the latency
+    numbers over the counted pods (null when none counted)."""
+    out = {}
+    for row in rows:
+        d, measured = row.latency, row.count > 0
+        numbers = {
+            "min_ns": d.min_ns,
+            "p50_ns": d.p50_ns,
+            "p90_ns": d.p90_ns,
+            "p99_ns": d.p99_ns,
+            "max_ns": d.max_ns,
             "p50_uncertainty_ns": row.p50_uncertainty_ns,
             "max_uncertainty_ns": row.max_uncertainty_ns,
         }
-        for row in rows
-    }
+        out[row.phase] = {
+            "count": d.count,
+            "reached": row.reached,
+            "out_of_order": row.out_of_order,
+            "over_bound": row.over_bound,
+            "bound_ns": row.bound_ns,
+            **{k: v if measured else None for k, v in numbers.items()},
+        }
+    return out
 
 
 def _spread(spread: Spread) -> dict[str, int]:
@@ -294,6 +322,7 @@ def report_json(report: Report) -> dict[str, Any]:
         )
     return {
         "baseline": report.baseline,
+        "max_uncertainty_ns": dict(report.bounds),
         "bootstrap": {
             "resamples": report.resamples,
             "seed": report.seed,

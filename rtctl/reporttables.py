@@ -9,7 +9,11 @@ are CORE's ``summary_table`` (rtctl/summarytable.py), the same table
 
 Latencies are shown in milliseconds (two decimals below 10 ms, where containerd
 phases live; one above); a ratio is "1.42 [1.31, 1.55]" with its interval, and
-"≠env" marks a ratio between runs taken in different environments.
+"≠env" marks a ratio between runs taken in different environments. Each phase
+row says how many of the pods that reached the phase its numbers count ("8/10
+within 10 ms, 1 out of order"), the report states the uncertainty bounds it
+applied, and ``out_of_order_table`` names every pod phase left out as out of
+order (the first ``OUT_OF_ORDER_ROWS``; the JSON has them all).
 """
 
 from __future__ import annotations
@@ -18,21 +22,27 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from .report import Comparison, GroupReport, Report
+from .bounds import format_bound
+from .report import Comparison, GroupReport, PhaseRow, Report
 from .stats import RatioInterval, Spread
-from .summarytable import format_failures, format_memory, summary_table
+from .summarytable import counted_text, format_failures, format_memory, format_ns, summary_table
 
 __all__ = [
+    "OUT_OF_ORDER_HEAD",
+    "OUT_OF_ORDER_ROWS",
     "comparison_table",
     "environment_table",
     "format_ms",
     "format_ratio",
     "group_table",
+    "out_of_order_rows",
+    "out_of_order_table",
     "print_report",
     "render_text",
 ]
 
-MIB = 1 << 20
+OUT_OF_ORDER_ROWS = 20
+"""Out-of-order pod phases listed on a terminal; report.json and report.html list all."""
 
 
 def format_ms(ns: int | float) -> str:
@@ -52,6 +62,11 @@ def _spread_ms(spread: Spread) -> str:
     if spread.count == 1:
         return format_ms(spread.median)
     return f"{format_ms(spread.median)} ({format_ms(spread.low)}-{format_ms(spread.high)})"
+
+
+def row_counted(row: PhaseRow) -> str:
+    """``8/10 within 10 ms, 1 out of order`` for a phase row."""
+    return counted_text(row.count, row.reached, row.bound_ns, row.out_of_order)
 
 
 def _memory(group: GroupReport) -> str:
@@ -79,27 +94,67 @@ def group_table(report: Report, group: GroupReport) -> Table:
         ),
         caption=(
             f"failed pods {failures}; memory per pod {_memory(group)};"
-            f" latency from the Deployment's create, ms"
+            f" latency from the Deployment's create, ms, over the pods counted"
         ),
         title_justify="left",
     )
     table.add_column("phase")
     table.add_column("pods", justify="right")
+    table.add_column("counted", justify="right")
     for column in ("p50", "p90", "p99", "max", "± p50"):
         table.add_column(column, justify="right")
     table.add_column(f"p{report.percent} vs {report.baseline} [{report.confidence:.0%} CI]")
     for row in group.phases:
         d = row.latency
+        numbers = (d.p50_ns, d.p90_ns, d.p99_ns, d.max_ns, row.p50_uncertainty_ns)
         table.add_row(
             row.phase,
-            str(d.count),
-            format_ms(d.p50_ns),
-            format_ms(d.p90_ns),
-            format_ms(d.p99_ns),
-            format_ms(d.max_ns),
-            format_ms(row.p50_uncertainty_ns),
+            str(row.reached),
+            row_counted(row),
+            *(format_ms(ns) if d.count else "-" for ns in numbers),
             _vs_baseline(report, group, report.comparison(group.key, row.phase)),
         )
+    return table
+
+
+OUT_OF_ORDER_HEAD = ("run", "pod", "#", "phase (left out)", "seen before", "early by", "beyond ±")
+
+
+def out_of_order_rows(report: Report) -> list[list[str]]:
+    """A row per out-of-order pod phase of the report, cells as ``OUT_OF_ORDER_HEAD``."""
+    return [
+        [
+            run.run_id,
+            v.pod,
+            str(v.ordinal),
+            v.phase,
+            v.must_follow,
+            format_ns(v.early_by_ns),
+            format_ns(v.beyond_ns),
+        ]
+        for run, v in report.out_of_order
+    ]
+
+
+def out_of_order_table(report: Report, limit: int = OUT_OF_ORDER_ROWS) -> Table | None:
+    """The pod phases left out as out of order, run by run; None when there are none."""
+    rows = out_of_order_rows(report)
+    if not rows:
+        return None
+    more = len(rows) - limit
+    table = Table(
+        title=f"out of order: {len(rows)} pod phases, left out of their statistics",
+        caption=(
+            "a phase seen before a phase it must follow, beyond both events' uncertainties"
+            + (f"; {more} more in --format json and report.html" if more > 0 else "")
+        ),
+        title_justify="left",
+    )
+    for column in OUT_OF_ORDER_HEAD:
+        numeric = column in ("#", "early by", "beyond ±")
+        table.add_column(column, justify="right" if numeric else "left")
+    for row in rows[:limit]:
+        table.add_row(*row)
     return table
 
 
@@ -111,12 +166,15 @@ def comparison_table(report: Report, phase: str = "first_response") -> Table:
             f"ms from the Deployment's create; ratio = p{report.percent}/p{report.percent}"
             f" of the baseline with the same replicas, {report.confidence:.0%} bootstrap CI"
             f" ({report.resamples} resamples, seed {report.seed}; runs then pods when a runtime"
-            " has several runs); pods: measured (answered) / expected (replicas asked for);"
-            " per-run p50 and all responded: median (min-max) over repetitions"
+            " has several runs); pods: measured (answered, counted) / expected (replicas asked"
+            f" for); uncertainty bounds: {report.bounds_text}; per-run p50 and all responded:"
+            " median (min-max) over repetitions"
         ),
         title_justify="left",
     )
-    for column in ("runtime", "replicas", "runs", "pods", "failed"):
+    bound = report.bounds.get("first_response")  # what pods measured counts by
+    pods = f"pods within {format_bound(bound)}" if bound is not None else "pods"
+    for column in ("runtime", "replicas", "runs", pods, "failed"):
         table.add_column(column, justify="left" if column == "runtime" else "right")
     for column in ("p50", "p90", "max"):
         table.add_column(column, justify="right")
@@ -127,7 +185,7 @@ def comparison_table(report: Report, phase: str = "first_response") -> Table:
     for group in report.groups:
         row = group.phase(phase)
         cells = ["-", "-", "-"]
-        if row is not None:
+        if row is not None and row.count:
             cells = [format_ms(row.latency.p50_ns), format_ms(row.latency.p90_ns)]
             cells.append(format_ms(row.latency.max_ns))
         table.add_row(
@@ -166,13 +224,20 @@ def environment_table(report: Report) -> Table:
 
 
 def render_text(report: Report, *, per_run: bool = True) -> RenderableType:
-    """The whole report for a terminal: environment, runs, runtimes, comparison, notes."""
-    parts: list[RenderableType] = [environment_table(report)]
+    """The whole report for a terminal: bounds, environment, runs, runtimes, out-of-order
+    pods, comparison, notes."""
+    parts: list[RenderableType] = [
+        Text(f"uncertainty bounds: {report.bounds_text} (--max-uncertainty PHASE=DURATION)"),
+        environment_table(report),
+    ]
     if per_run:
         for run in report.runs:
             parts.append(Text(f"\nrun {run.run_id} ({run.key.label}, {run.state})", style="bold"))
             parts.append(summary_table(run.summary))
     parts.extend(group_table(report, group) for group in report.groups)
+    out_of_order = out_of_order_table(report)
+    if out_of_order is not None:
+        parts.append(out_of_order)
     phases = {row.phase for group in report.groups for row in group.phases}
     if "first_response" in phases:
         parts.append(comparison_table(report))

@@ -3,7 +3,10 @@
 ``start-run`` is one measured run: preflight (every problem at once, exit 2),
 then ``execute_run`` with live progress on stderr (rich on a terminal, plain
 lines otherwise), then the summary on stdout, as a table or, with ``--format
-json``, as one JSON object with per-pod phase times for scripts. Exit 0 when
+json``, as one JSON object with per-pod phase times for scripts. Its
+statistics count a pod's phase only within the phase's uncertainty bound
+(``--max-uncertainty PHASE=DURATION``, rtctl/bounds.py) and in order; the
+table says how many pods each phase counts and names those out of order. Exit 0 when
 the run succeeded, 1 when it failed or timed out (the summary is still
 printed), 130 when interrupted (cleaned up, run marked aborted).
 
@@ -34,6 +37,7 @@ from rich.table import Table
 from rtbench.cli import parse_positive_int
 from rtbench.v1 import control_pb2
 
+from .bounds import add_bound_option, parse_bounds
 from .cliargs import console, duration_arg
 from .control import Collector
 from .display import display_for
@@ -129,6 +133,7 @@ def add_parser(subparsers: Any) -> None:
     start.add_argument(
         "--format", choices=FORMATS, default="text", help="summary output (default: text)"
     )
+    add_bound_option(start)
     add_connection_options(start)
     start.set_defaults(func=start_run)
 
@@ -182,6 +187,7 @@ def run_request(args: argparse.Namespace) -> RunRequest:
         settle_s=args.settle,
         keep=args.keep,
         run_id=args.run_id,
+        bounds=parse_bounds(args.max_uncertainty),
     )
 
 

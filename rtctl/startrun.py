@@ -15,7 +15,7 @@ collector's summary with per-pod times). In order:
 5. unless ``keep``: delete the Deployment and wait, event-driven, until every
    pod of the run is gone, then the settle time;
 6. read the summary (after teardown, so late events such as the last node
-   memory samples are in).
+   memory samples are in), under the request's uncertainty bounds.
 
 A collector that goes away (restarted, say) is ridden out at every step for up
 to ``--collector-outage`` (rtctl/control.py): a note names the outage when it
@@ -53,6 +53,7 @@ from typing import TypeVar
 
 from rtbench.v1 import control_pb2, events_pb2
 
+from .bounds import NO_CHANGES, UncertaintyBounds
 from .control import Collector, describe_silence, silent_nodes
 from .display import RunDisplay
 from .errors import (
@@ -146,6 +147,9 @@ class RunRequest:
     nodes: tuple[str, ...] = ()
     """The nodes the pods can use (preflight fills it), whose agents are watched for
     silence during the run; empty: every node with a connected agent."""
+    bounds: UncertaintyBounds = NO_CHANGES
+    """Changes to the collector's uncertainty bounds for the summary read at the end
+    (``--max-uncertainty``, rtctl/bounds.py)."""
 
     def __post_init__(self) -> None:
         class_problem = name_problem(self.runtime_class) or label_value_problem(self.runtime_class)
@@ -495,7 +499,7 @@ async def execute_run(
             delete_latency = await run.delete()
             await run.wait_gone()
             await run.settle()
-        summary = await collector.summary(run.run_id, include_pods=True)
+        summary = await collector.summary(run.run_id, include_pods=True, bounds=request.bounds)
     except asyncio.CancelledError:
         current = asyncio.current_task()
         if current is not None:

@@ -2,15 +2,21 @@
 
 The numbers are the collector's (collector/summaries.py says how each is
 computed); this module only lays them out. The table has one row per phase in
-lifecycle order, with count, p50/p90/p99/max latency from created and the
-uncertainty that bounds them (median and largest: the probe bracket plus the
-clock error), and a caption with what a reader needs to trust or compare the
-run: time until every replica answered, failures, memory per pod, the clock
-offsets, and the environment it ran in. ``rtctl report`` reuses the table for
-its per-run tables.
+lifecycle order, with the pods that reached it (of the replicas), the pods the
+statistics count of those ("8/10 within 10 ms": the rest were over the phase's
+uncertainty bound or out of order, collector/screening.py), p50/p90/p99/max
+latency from created and the uncertainty that bounds them (median and largest:
+the probe bracket plus the clock error), and a caption with what a reader
+needs to trust or compare the run: the bounds applied, the pods whose phases
+are out of order (named, with by how much), time until every replica
+answered, failures, memory per pod, the clock offsets, and the environment it
+ran in. A summary from a collector older than the bounds
+(``bounds_applied`` false) says so instead of passing for a bounded one.
+``rtctl report`` reuses the table for its per-run tables.
 
 The JSON keeps nanoseconds as integers (protobuf's own JSON mapping would make
-every int64 a string) and names phases, sources and states in lower case.
+every int64 a string) and names phases, sources and states in lower case; a
+phase no pod counted has null latencies, not zeros.
 """
 
 from __future__ import annotations
@@ -22,12 +28,16 @@ from rich.table import Table
 
 from rtbench.v1 import control_pb2, events_pb2
 
+from .bounds import bounds_text, format_bound
 from .display import LIFECYCLE, phase_name
 
 __all__ = [
+    "OUT_OF_ORDER_SHOWN",
+    "counted_text",
     "format_failures",
     "format_memory",
     "format_ns",
+    "out_of_order_text",
     "source_name",
     "state_name",
     "summary_dict",
@@ -36,6 +46,12 @@ __all__ = [
 ]
 
 _ORDER = {phase: rank for rank, phase in enumerate((*LIFECYCLE, events_pb2.PHASE_FAILED))}
+OUT_OF_ORDER_SHOWN = 5
+"""Out-of-order pods named in a caption; the JSON (and the HTML report) has them all."""
+NOT_APPLIED = (
+    "the collector applied no uncertainty bound and no order check (it is older than this"
+    " rtctl): these statistics count every event"
+)
 
 
 def format_ns(ns: int) -> str:
@@ -88,18 +104,89 @@ def _phases(summary: control_pb2.RunSummary) -> list[Any]:
     return sorted(summary.phases, key=lambda s: _ORDER.get(s.phase, 100 + s.phase))
 
 
+def counted_text(count: int, reached: int, bound_ns: int | None, out_of_order: int) -> str:
+    """``8/10 within 10 ms, 1 out of order``: the pods a phase's statistics count, of
+    those that reached it, and why the others are left out."""
+    text = f"{count}/{reached}"
+    if bound_ns is not None:
+        text += f" within {format_bound(bound_ns)}"
+    if out_of_order:
+        text += f", {out_of_order} out of order"
+    return text
+
+
+def out_of_order_text(
+    pod: str, ordinal: int, phase: str, must_follow: str, early_by_ns: int, beyond_ns: int
+) -> str:
+    """``pod web-3 (#3): first_response 12.3 ms before container_started (11.8 ms beyond
+    the uncertainties)``."""
+    return (
+        f"pod {pod or '?'} (#{ordinal}): {phase} {format_ns(early_by_ns)} before {must_follow}"
+        f" ({format_ns(beyond_ns)} beyond the uncertainties)"
+    )
+
+
+def _bounds(summary: control_pb2.RunSummary) -> dict[int, int]:
+    return {b.phase: b.max_uncertainty_ns for b in summary.max_uncertainty}
+
+
+def _bound_names(summary: control_pb2.RunSummary) -> dict[str, int]:
+    return {phase_name(b.phase): b.max_uncertainty_ns for b in summary.max_uncertainty}
+
+
 def summary_lines(summary: control_pb2.RunSummary) -> list[str]:
     """The facts beside the phase table, one per line."""
     spec = summary.spec
     lines = []
+    if summary.bounds_applied:
+        lines.append(
+            f"uncertainty bounds: {bounds_text(_bound_names(summary))}; pods over a bound or out of"
+            " order are left out of the statistics"
+        )
+    else:
+        lines.append(NOT_APPLIED)
+    violations = list(summary.out_of_order)
+    if violations:
+        shown = [
+            out_of_order_text(
+                v.pod_name,
+                v.ordinal,
+                phase_name(v.phase),
+                phase_name(v.must_follow),
+                v.early_by_ns,
+                v.beyond_uncertainty_ns,
+            )
+            for v in violations[:OUT_OF_ORDER_SHOWN]
+        ]
+        more = len(violations) - len(shown)
+        lines.append(f"out of order: {len(violations)} pod phases, left out of the statistics:")
+        lines.extend(f"  {line}" for line in shown)
+        if more:
+            lines.append(f"  and {more} more (--format json lists them all)")
+    first = next((s for s in summary.phases if s.phase == events_pb2.PHASE_FIRST_RESPONSE), None)
     if summary.all_responded_ns:
         lines.append(
             f"all {spec.replicas} replicas responded after {format_ns(summary.all_responded_ns)}"
         )
-    elif summary.failed_pods:
-        lines.append(f"not all {spec.replicas} replicas responded (failed pods do not count)")
     else:
-        lines.append(f"not all {spec.replicas} replicas responded")
+        left = first.reached - first.count if first is not None else 0
+        if (
+            left
+            and not summary.failed_pods
+            and first is not None
+            and first.reached >= spec.replicas
+        ):
+            lines.append(
+                f"all {spec.replicas} replicas responded, but {left} of their first responses"
+                f" {'is' if left == 1 else 'are'} left out (over the bound or out of order):"
+                " no all-responded time"
+            )
+        else:
+            why = ["failed pods do not count"] if summary.failed_pods else []
+            if left:
+                why.append(f"{left} first responses left out, over the bound or out of order")
+            because = f" ({'; '.join(why)})" if why else ""
+            lines.append(f"not all {spec.replicas} replicas responded{because}")
     failures = [(f.reason, f.count) for f in summary.failures]
     lines.append(f"failed pods: {format_failures(summary.failed_pods, failures)}")
     if summary.memory_per_pod_bytes:
@@ -139,20 +226,32 @@ def summary_table(summary: control_pb2.RunSummary) -> Table:
     )
     table = Table(title=title, caption="\n".join(summary_lines(summary)), caption_justify="left")
     table.add_column("phase")
-    for column in ("count", "p50", "p90", "p99", "max", "± p50", "± max"):
+    for column in ("pods", "counted", "p50", "p90", "p99", "max", "± p50", "± max"):
         table.add_column(column, justify="right")
+    bounds = _bounds(summary)
     for stats in _phases(summary):
         if stats.phase not in _ORDER:
             continue  # teardown and availability phases: in the JSON, not in this table
+        if summary.bounds_applied:
+            reached = stats.reached
+            counted = counted_text(
+                stats.count, reached, bounds.get(stats.phase), stats.out_of_order
+            )
+        else:
+            reached, counted = stats.count, "unchecked"
+        numbers = (
+            stats.p50_ns,
+            stats.p90_ns,
+            stats.p99_ns,
+            stats.max_ns,
+            stats.p50_uncertainty_ns,
+            stats.max_uncertainty_ns,
+        )
         table.add_row(
             phase_name(stats.phase),
-            f"{stats.count}/{spec.replicas}",
-            format_ns(stats.p50_ns),
-            format_ns(stats.p90_ns),
-            format_ns(stats.p99_ns),
-            format_ns(stats.max_ns),
-            format_ns(stats.p50_uncertainty_ns),
-            format_ns(stats.max_uncertainty_ns),
+            f"{reached}/{spec.replicas}",
+            counted,
+            *(format_ns(ns) if stats.count else "-" for ns in numbers),
         )
     return table
 
@@ -166,9 +265,27 @@ def _clock(clock: Any) -> dict[str, int]:
     }
 
 
+def _latencies(stats: Any) -> dict[str, int | None]:
+    """A phase's latency numbers, None (JSON null) when no pod counted."""
+    measured = stats.count > 0
+    return {
+        name: getattr(stats, name) if measured else None
+        for name in (
+            "min_ns",
+            "p50_ns",
+            "p90_ns",
+            "p99_ns",
+            "max_ns",
+            "p50_uncertainty_ns",
+            "max_uncertainty_ns",
+        )
+    }
+
+
 def summary_dict(summary: control_pb2.RunSummary) -> dict[str, Any]:
     """The summary as plain JSON-able values (ints stay ints), per-pod times included."""
     spec = summary.spec
+    bounds = _bounds(summary)
     return {
         "run_id": spec.run_id,
         "state": state_name(summary.state),
@@ -188,19 +305,31 @@ def summary_dict(summary: control_pb2.RunSummary) -> dict[str, Any]:
         "created_ns": summary.created_ns,
         "finished_ns": summary.finished_ns,
         "all_responded_ns": summary.all_responded_ns,
+        "bounds_applied": summary.bounds_applied,
+        "max_uncertainty_ns": _bound_names(summary),
         "phases": {
             phase_name(s.phase): {
                 "count": s.count,
-                "min_ns": s.min_ns,
-                "p50_ns": s.p50_ns,
-                "p90_ns": s.p90_ns,
-                "p99_ns": s.p99_ns,
-                "max_ns": s.max_ns,
-                "p50_uncertainty_ns": s.p50_uncertainty_ns,
-                "max_uncertainty_ns": s.max_uncertainty_ns,
+                "reached": s.reached if summary.bounds_applied else None,
+                "out_of_order": s.out_of_order if summary.bounds_applied else None,
+                "over_bound": s.over_bound if summary.bounds_applied else None,
+                "bound_ns": bounds.get(s.phase),
+                **_latencies(s),
             }
             for s in _phases(summary)
         },
+        "out_of_order": [
+            {
+                "ordinal": v.ordinal,
+                "name": v.pod_name,
+                "uid": v.pod_uid,
+                "phase": phase_name(v.phase),
+                "must_follow": phase_name(v.must_follow),
+                "early_by_ns": v.early_by_ns,
+                "beyond_uncertainty_ns": v.beyond_uncertainty_ns,
+            }
+            for v in summary.out_of_order
+        ],
         "failed_pods": summary.failed_pods,
         "failures": {f.reason: f.count for f in summary.failures},
         "memory_per_pod_bytes": summary.memory_per_pod_bytes,
@@ -226,6 +355,8 @@ def summary_dict(summary: control_pb2.RunSummary) -> dict[str, Any]:
                         "time_ns": t.time_ns,
                         "latency_ns": t.latency_ns,
                         "uncertainty_ns": t.uncertainty_ns,
+                        "over_bound": t.over_bound,
+                        "out_of_order": t.out_of_order,
                     }
                     for t in pod.phases
                 },

@@ -131,16 +131,26 @@ class Progress(_message.Message):
     time_ns: int
     def __init__(self, run_id: _Optional[str] = ..., replicas: _Optional[int] = ..., counts: _Optional[_Iterable[_Union[PhaseCount, _Mapping]]] = ..., state: _Optional[_Union[RunState, str]] = ..., time_ns: _Optional[int] = ...) -> None: ...
 
+class UncertaintyBound(_message.Message):
+    __slots__ = ("phase", "max_uncertainty_ns")
+    PHASE_FIELD_NUMBER: _ClassVar[int]
+    MAX_UNCERTAINTY_NS_FIELD_NUMBER: _ClassVar[int]
+    phase: _events_pb2.Phase
+    max_uncertainty_ns: int
+    def __init__(self, phase: _Optional[_Union[_events_pb2.Phase, str]] = ..., max_uncertainty_ns: _Optional[int] = ...) -> None: ...
+
 class GetRunSummaryRequest(_message.Message):
-    __slots__ = ("run_id", "include_pods")
+    __slots__ = ("run_id", "include_pods", "max_uncertainty")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_PODS_FIELD_NUMBER: _ClassVar[int]
+    MAX_UNCERTAINTY_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     include_pods: bool
-    def __init__(self, run_id: _Optional[str] = ..., include_pods: _Optional[bool] = ...) -> None: ...
+    max_uncertainty: _containers.RepeatedCompositeFieldContainer[UncertaintyBound]
+    def __init__(self, run_id: _Optional[str] = ..., include_pods: _Optional[bool] = ..., max_uncertainty: _Optional[_Iterable[_Union[UncertaintyBound, _Mapping]]] = ...) -> None: ...
 
 class PhaseStats(_message.Message):
-    __slots__ = ("phase", "count", "min_ns", "p50_ns", "p90_ns", "p99_ns", "max_ns", "max_uncertainty_ns", "p50_uncertainty_ns")
+    __slots__ = ("phase", "count", "min_ns", "p50_ns", "p90_ns", "p99_ns", "max_ns", "max_uncertainty_ns", "p50_uncertainty_ns", "reached", "out_of_order", "over_bound")
     PHASE_FIELD_NUMBER: _ClassVar[int]
     COUNT_FIELD_NUMBER: _ClassVar[int]
     MIN_NS_FIELD_NUMBER: _ClassVar[int]
@@ -150,6 +160,9 @@ class PhaseStats(_message.Message):
     MAX_NS_FIELD_NUMBER: _ClassVar[int]
     MAX_UNCERTAINTY_NS_FIELD_NUMBER: _ClassVar[int]
     P50_UNCERTAINTY_NS_FIELD_NUMBER: _ClassVar[int]
+    REACHED_FIELD_NUMBER: _ClassVar[int]
+    OUT_OF_ORDER_FIELD_NUMBER: _ClassVar[int]
+    OVER_BOUND_FIELD_NUMBER: _ClassVar[int]
     phase: _events_pb2.Phase
     count: int
     min_ns: int
@@ -159,7 +172,10 @@ class PhaseStats(_message.Message):
     max_ns: int
     max_uncertainty_ns: int
     p50_uncertainty_ns: int
-    def __init__(self, phase: _Optional[_Union[_events_pb2.Phase, str]] = ..., count: _Optional[int] = ..., min_ns: _Optional[int] = ..., p50_ns: _Optional[int] = ..., p90_ns: _Optional[int] = ..., p99_ns: _Optional[int] = ..., max_ns: _Optional[int] = ..., max_uncertainty_ns: _Optional[int] = ..., p50_uncertainty_ns: _Optional[int] = ...) -> None: ...
+    reached: int
+    out_of_order: int
+    over_bound: int
+    def __init__(self, phase: _Optional[_Union[_events_pb2.Phase, str]] = ..., count: _Optional[int] = ..., min_ns: _Optional[int] = ..., p50_ns: _Optional[int] = ..., p90_ns: _Optional[int] = ..., p99_ns: _Optional[int] = ..., max_ns: _Optional[int] = ..., max_uncertainty_ns: _Optional[int] = ..., p50_uncertainty_ns: _Optional[int] = ..., reached: _Optional[int] = ..., out_of_order: _Optional[int] = ..., over_bound: _Optional[int] = ...) -> None: ...
 
 class FailureCount(_message.Message):
     __slots__ = ("reason", "count")
@@ -170,18 +186,40 @@ class FailureCount(_message.Message):
     def __init__(self, reason: _Optional[str] = ..., count: _Optional[int] = ...) -> None: ...
 
 class PhaseTime(_message.Message):
-    __slots__ = ("phase", "source", "time_ns", "latency_ns", "uncertainty_ns")
+    __slots__ = ("phase", "source", "time_ns", "latency_ns", "uncertainty_ns", "over_bound", "out_of_order")
     PHASE_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     TIME_NS_FIELD_NUMBER: _ClassVar[int]
     LATENCY_NS_FIELD_NUMBER: _ClassVar[int]
     UNCERTAINTY_NS_FIELD_NUMBER: _ClassVar[int]
+    OVER_BOUND_FIELD_NUMBER: _ClassVar[int]
+    OUT_OF_ORDER_FIELD_NUMBER: _ClassVar[int]
     phase: _events_pb2.Phase
     source: _events_pb2.Source
     time_ns: int
     latency_ns: int
     uncertainty_ns: int
-    def __init__(self, phase: _Optional[_Union[_events_pb2.Phase, str]] = ..., source: _Optional[_Union[_events_pb2.Source, str]] = ..., time_ns: _Optional[int] = ..., latency_ns: _Optional[int] = ..., uncertainty_ns: _Optional[int] = ...) -> None: ...
+    over_bound: bool
+    out_of_order: bool
+    def __init__(self, phase: _Optional[_Union[_events_pb2.Phase, str]] = ..., source: _Optional[_Union[_events_pb2.Source, str]] = ..., time_ns: _Optional[int] = ..., latency_ns: _Optional[int] = ..., uncertainty_ns: _Optional[int] = ..., over_bound: _Optional[bool] = ..., out_of_order: _Optional[bool] = ...) -> None: ...
+
+class OrderViolation(_message.Message):
+    __slots__ = ("ordinal", "pod_name", "pod_uid", "phase", "must_follow", "early_by_ns", "beyond_uncertainty_ns")
+    ORDINAL_FIELD_NUMBER: _ClassVar[int]
+    POD_NAME_FIELD_NUMBER: _ClassVar[int]
+    POD_UID_FIELD_NUMBER: _ClassVar[int]
+    PHASE_FIELD_NUMBER: _ClassVar[int]
+    MUST_FOLLOW_FIELD_NUMBER: _ClassVar[int]
+    EARLY_BY_NS_FIELD_NUMBER: _ClassVar[int]
+    BEYOND_UNCERTAINTY_NS_FIELD_NUMBER: _ClassVar[int]
+    ordinal: int
+    pod_name: str
+    pod_uid: str
+    phase: _events_pb2.Phase
+    must_follow: _events_pb2.Phase
+    early_by_ns: int
+    beyond_uncertainty_ns: int
+    def __init__(self, ordinal: _Optional[int] = ..., pod_name: _Optional[str] = ..., pod_uid: _Optional[str] = ..., phase: _Optional[_Union[_events_pb2.Phase, str]] = ..., must_follow: _Optional[_Union[_events_pb2.Phase, str]] = ..., early_by_ns: _Optional[int] = ..., beyond_uncertainty_ns: _Optional[int] = ...) -> None: ...
 
 class PodTimeline(_message.Message):
     __slots__ = ("ordinal", "pod", "phases")
@@ -204,7 +242,7 @@ class AgentClock(_message.Message):
     def __init__(self, agent_id: _Optional[str] = ..., node: _Optional[str] = ..., clock: _Optional[_Union[_events_pb2.ClockOffset, _Mapping]] = ...) -> None: ...
 
 class RunSummary(_message.Message):
-    __slots__ = ("spec", "state", "created_ns", "finished_ns", "phases", "all_responded_ns", "failures", "memory_per_pod_bytes", "clocks", "rtctl_clock", "pods", "message", "failed_pods")
+    __slots__ = ("spec", "state", "created_ns", "finished_ns", "phases", "all_responded_ns", "failures", "memory_per_pod_bytes", "clocks", "rtctl_clock", "pods", "message", "failed_pods", "max_uncertainty", "bounds_applied", "out_of_order")
     SPEC_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     CREATED_NS_FIELD_NUMBER: _ClassVar[int]
@@ -218,6 +256,9 @@ class RunSummary(_message.Message):
     PODS_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     FAILED_PODS_FIELD_NUMBER: _ClassVar[int]
+    MAX_UNCERTAINTY_FIELD_NUMBER: _ClassVar[int]
+    BOUNDS_APPLIED_FIELD_NUMBER: _ClassVar[int]
+    OUT_OF_ORDER_FIELD_NUMBER: _ClassVar[int]
     spec: RunSpec
     state: RunState
     created_ns: int
@@ -231,7 +272,10 @@ class RunSummary(_message.Message):
     pods: _containers.RepeatedCompositeFieldContainer[PodTimeline]
     message: str
     failed_pods: int
-    def __init__(self, spec: _Optional[_Union[RunSpec, _Mapping]] = ..., state: _Optional[_Union[RunState, str]] = ..., created_ns: _Optional[int] = ..., finished_ns: _Optional[int] = ..., phases: _Optional[_Iterable[_Union[PhaseStats, _Mapping]]] = ..., all_responded_ns: _Optional[int] = ..., failures: _Optional[_Iterable[_Union[FailureCount, _Mapping]]] = ..., memory_per_pod_bytes: _Optional[float] = ..., clocks: _Optional[_Iterable[_Union[AgentClock, _Mapping]]] = ..., rtctl_clock: _Optional[_Union[_events_pb2.ClockOffset, _Mapping]] = ..., pods: _Optional[_Iterable[_Union[PodTimeline, _Mapping]]] = ..., message: _Optional[str] = ..., failed_pods: _Optional[int] = ...) -> None: ...
+    max_uncertainty: _containers.RepeatedCompositeFieldContainer[UncertaintyBound]
+    bounds_applied: bool
+    out_of_order: _containers.RepeatedCompositeFieldContainer[OrderViolation]
+    def __init__(self, spec: _Optional[_Union[RunSpec, _Mapping]] = ..., state: _Optional[_Union[RunState, str]] = ..., created_ns: _Optional[int] = ..., finished_ns: _Optional[int] = ..., phases: _Optional[_Iterable[_Union[PhaseStats, _Mapping]]] = ..., all_responded_ns: _Optional[int] = ..., failures: _Optional[_Iterable[_Union[FailureCount, _Mapping]]] = ..., memory_per_pod_bytes: _Optional[float] = ..., clocks: _Optional[_Iterable[_Union[AgentClock, _Mapping]]] = ..., rtctl_clock: _Optional[_Union[_events_pb2.ClockOffset, _Mapping]] = ..., pods: _Optional[_Iterable[_Union[PodTimeline, _Mapping]]] = ..., message: _Optional[str] = ..., failed_pods: _Optional[int] = ..., max_uncertainty: _Optional[_Iterable[_Union[UncertaintyBound, _Mapping]]] = ..., bounds_applied: _Optional[bool] = ..., out_of_order: _Optional[_Iterable[_Union[OrderViolation, _Mapping]]] = ...) -> None: ...
 
 class RunInfo(_message.Message):
     __slots__ = ("spec", "state", "created_ns", "finished_ns")

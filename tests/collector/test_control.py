@@ -131,6 +131,51 @@ async def test_run_lifecycle_with_summary(
     assert stored.state == control_pb2.RUN_STATE_SUCCEEDED and not stored.pods
 
 
+async def test_summary_bounds_travel_in_the_request_and_come_back_in_the_answer(
+    collector: Collector, control: control_pb2_grpc.ControlServiceStub
+) -> None:
+    await control.RegisterRun(control_pb2.RegisterRunRequest(spec=spec("run-u", replicas=2)))
+    sent = wall_ns() - 5 * MS
+    created = await control.RecordCreate(
+        control_pb2.RecordCreateRequest(
+            run_id="run-u", request_sent_ns=sent, rtctl_clock=events_pb2.ClockOffset()
+        )
+    )
+    batch = agent_pb2.Batch(sequence=1)
+    batch.clock.uncertainty_ns = 100
+    for pod, bracket in enumerate((2 * MS, 20 * MS)):
+        ev = batch.events.add(
+            phase=events_pb2.PHASE_FIRST_RESPONSE,
+            source=events_pb2.SOURCE_PROBE,
+            time_ns=created.created_ns + (pod + 1) * 100 * MS,
+            uncertainty_ns=bracket,
+        )
+        ev.pod.uid, ev.pod.name, ev.pod.run_id = f"u{pod}", f"web-{pod}", "run-u"
+    async with TestAgent(collector.address, "agent-u", "node-u") as agent:
+        await agent.send_all([batch])
+
+    async def first_response(*bounds: tuple[int, int]) -> tuple[control_pb2.RunSummary, list[int]]:
+        request = control_pb2.GetRunSummaryRequest(run_id="run-u", include_pods=True)
+        for phase, ns in bounds:
+            request.max_uncertainty.add(phase=phase, max_uncertainty_ns=ns)
+        summary = await control.GetRunSummary(request)
+        (stats,) = [p for p in summary.phases if p.phase == events_pb2.PHASE_FIRST_RESPONSE]
+        return summary, [stats.reached, stats.count, stats.over_bound, stats.max_ns // MS]
+
+    fr = events_pb2.PHASE_FIRST_RESPONSE
+    default, numbers = await first_response()
+    assert default.bounds_applied and numbers == [2, 1, 1, 100]
+    assert [(b.phase, b.max_uncertainty_ns) for b in default.max_uncertainty] == [(fr, 10 * MS)]
+    assert [t.over_bound for p in default.pods for t in p.phases] == [False, True]
+    wider, numbers = await first_response((fr, 25 * MS))
+    assert numbers == [2, 2, 0, 200] and wider.max_uncertainty[0].max_uncertainty_ns == 25 * MS
+    lifted, numbers = await first_response((fr, -1))
+    assert numbers == [2, 2, 0, 200] and lifted.bounds_applied and not lifted.max_uncertainty
+    unknown = control_pb2.GetRunSummaryRequest(run_id="run-u")
+    unknown.max_uncertainty.add(phase=99, max_uncertainty_ns=1)
+    assert await code_of(control.GetRunSummary(unknown)) == grpc.StatusCode.INVALID_ARGUMENT
+
+
 async def test_refusals(control: control_pb2_grpc.ControlServiceStub) -> None:
     register = control_pb2.RegisterRunRequest(spec=spec("run-b"))
     await control.RegisterRun(register)
@@ -274,11 +319,15 @@ async def test_a_slow_summary_does_not_hold_up_acks(
     summarise = summaries.compute_summary
 
     def slow_summary(
-        conn: sqlite3.Connection, run_id: str, *, include_pods: bool
+        conn: sqlite3.Connection,
+        run_id: str,
+        *,
+        include_pods: bool,
+        bounds: dict[int, int] | None = None,
     ) -> control_pb2.RunSummary:
         entered.set()
         release.wait(120)
-        return summarise(conn, run_id, include_pods=include_pods)
+        return summarise(conn, run_id, include_pods=include_pods, bounds=bounds)
 
     monkeypatch.setattr(control_api, "compute_summary", slow_summary)
     await control.RegisterRun(control_pb2.RegisterRunRequest(spec=spec("run-slow")))

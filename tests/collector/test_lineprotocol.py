@@ -194,13 +194,24 @@ def test_summary_lines() -> None:
         all_responded_ns=0,
         memory_per_pod_bytes=1.5,
     )
-    summary.phases.add(phase=events_pb2.PHASE_FIRST_RESPONSE, count=2, p50_ns=3_000_000)
+    summary.phases.add(
+        phase=events_pb2.PHASE_FIRST_RESPONSE, count=2, reached=3, over_bound=1, p50_ns=3_000_000
+    )
+    summary.phases.add(phase=events_pb2.PHASE_READY, count=0, reached=2, out_of_order=2)
+    summary.max_uncertainty.add(phase=events_pb2.PHASE_FIRST_RESPONSE, max_uncertainty_ns=10**7)
     summary.failures.add(reason="OOMKilled", count=1)
     summary.failures.add(reason="Error", count=1)
     summary.failed_pods = 1  # the same pod, reported for two reasons
     lines = list(summary_lines(summary, 5))
     assert lines[0].startswith("run_summary,phase=first_response,run_id=r,runtime_class=runc,")
     assert "count=2i" in lines[0] and "p50_ms=3.0" in lines[0] and lines[0].endswith(" 1000")
+    assert "reached=3i,out_of_order=0i,over_bound=1i,bound_ms=10.0," in lines[0]
+    # No pod counted: the latency fields are left out, never written as 0 ms.
+    assert lines[1] == (
+        "run_summary,phase=ready,run_id=r,runtime_class=runc,test_id=t"
+        " count=0i,reached=2i,out_of_order=2i,over_bound=0i 1000"
+    )
+    lines.pop(1)
     assert lines[1] == (
         'run,run_id=r,runtime_class=runc,test_id=t state="succeeded",replicas=2i,'
         "memory_per_pod_bytes=1.5,failed_pods=1i 1000"

@@ -76,7 +76,7 @@ class Scenario:
 def _complete(fs: FaultStack, d: Driver, summary: control_pb2.RunSummary, v: Verdict) -> bool:
     """Every pod has every live phase exactly once; nothing duplicated, no batch lost."""
     per_pod = phases_per_pod(summary)
-    counts = {events_pb2.Phase.Name(s.phase): s.count for s in summary.phases}
+    counts = {events_pb2.Phase.Name(s.phase): s.reached for s in summary.phases}
     v.numbers.update(
         pods_expected=d.replicas,
         pods_in_summary=len(summary.pods),

@@ -116,12 +116,15 @@ async def test_a_run_flows_from_the_cluster_to_the_summary_and_influxdb(
         await control.FinishRun(
             control_pb2.FinishRunRequest(run_id=RUN_ID, state=control_pb2.RUN_STATE_SUCCEEDED)
         )
-        summary = await control.GetRunSummary(
-            control_pb2.GetRunSummaryRequest(run_id=RUN_ID, include_pods=True)
-        )
+        # No bound on first_response: this test follows every pod's events through the
+        # pipeline, and a loaded machine can widen a probe's bracket past the default.
+        request = control_pb2.GetRunSummaryRequest(run_id=RUN_ID, include_pods=True)
+        request.max_uncertainty.add(phase=events_pb2.PHASE_FIRST_RESPONSE, max_uncertainty_ns=-1)
+        summary = await control.GetRunSummary(request)
 
     assert len(progress) >= 2, "progress is streamed as it changes, not once at the end"
     stats = {s.phase: s for s in summary.phases}
+    assert summary.bounds_applied and not summary.max_uncertainty
     for phase in RESPONDED:
         assert stats[phase].count == REPLICAS, events_pb2.Phase.Name(phase)
         assert 0 < stats[phase].p50_ns <= stats[phase].max_ns

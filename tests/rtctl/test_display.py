@@ -12,6 +12,10 @@ from rich.console import Console
 
 from rtbench.v1 import control_pb2, events_pb2
 from rtctl.display import PlainDisplay, _View, countdown_label, display_for, phase_name
+from rtctl.plan import Variant
+from rtctl.plancli import TextPlanDisplay
+from rtctl.planrun import PlannedRun, RunKey
+from rtctl.startrun import RunOutcome
 from rtctl.summarytable import format_ns, summary_dict, summary_table
 
 P = events_pb2
@@ -65,7 +69,9 @@ def summary() -> control_pb2.RunSummary:
         all_responded_ns=0,
         failed_pods=1,
         memory_per_pod_bytes=135 * 2**20,
+        bounds_applied=True,
     )  # fmt: skip
+    made.max_uncertainty.add(phase=P.PHASE_FIRST_RESPONSE, max_uncertainty_ns=10_000_000)
     for phase, p50 in (
         (P.PHASE_READY, 900_000_000),
         (P.PHASE_GONE, 5_000_000_000),
@@ -73,7 +79,21 @@ def summary() -> control_pb2.RunSummary:
         (P.PHASE_SANDBOX_STARTED, 400_000_000),
         (P.PHASE_FIRST_RESPONSE, 850_000_000),
     ):
-        made.phases.add(phase=phase, count=3, p50_ns=p50, p90_ns=p50, p99_ns=p50, max_ns=p50)
+        made.phases.add(
+            phase=phase, count=3, reached=3, p50_ns=p50, p90_ns=p50, p99_ns=p50, max_ns=p50
+        )
+    # Of 4 answers, one was over the 10 ms bound and one out of order.
+    made.phases[-1].reached, made.phases[-1].over_bound, made.phases[-1].count = 4, 1, 2
+    made.phases[-1].out_of_order = 1
+    made.out_of_order.add(
+        ordinal=1,
+        pod_name="pod-1",
+        pod_uid="u1",
+        phase=P.PHASE_FIRST_RESPONSE,
+        must_follow=P.PHASE_CONTAINER_STARTED,
+        early_by_ns=12_000_000,
+        beyond_uncertainty_ns=1_500_000,
+    )
     made.failures.add(reason="OOMKilled", count=1)
     made.rtctl_clock.CopyFrom(events_pb2.ClockOffset(offset_ns=120_000, uncertainty_ns=300_000))
     made.clocks.add(agent_id="a1", node="pi5", clock=events_pb2.ClockOffset(uncertainty_ns=-1))
@@ -106,6 +126,69 @@ def test_the_table_orders_start_up_phases_by_lifecycle_and_states_the_facts() ->
     assert "850.0 ms" in text and "20.0 ms" in text
 
 
+def test_the_table_shows_pods_left_out_beside_the_bound_and_names_those_out_of_order() -> None:
+    console = Console(file=io.StringIO(), width=200)
+    console.print(summary_table(summary()))
+    text = console.file.getvalue()  # type: ignore[attr-defined]
+    first = next(line for line in text.splitlines() if "│ first_response" in line)
+    assert "4/4" in first and "2/4 within 10 ms, 1 out of order" in first
+    ready = next(line for line in text.splitlines() if "│ ready" in line)
+    assert "3/3" in ready and "within" not in ready
+    assert "uncertainty bounds: first_response ≤ 10 ms; other phases unbounded" in text
+    assert "out of order: 1 pod phases" in text
+    assert (
+        "pod pod-1 (#1): first_response 12.0 ms before container_started"
+        " (1.5 ms beyond the uncertainties)" in text
+    )
+    # Every replica answered, one failed and two answers are left out: no all-responded
+    # time, and why.
+    assert (
+        "not all 4 replicas responded (failed pods do not count; 2 first responses left out,"
+        " over the bound or out of order)" in text
+    )
+    unfailed = summary()
+    unfailed.failed_pods = 0
+    unfailed.ClearField("failures")
+    console = Console(file=io.StringIO(), width=200)
+    console.print(summary_table(unfailed))
+    text = console.file.getvalue()  # type: ignore[attr-defined]
+    assert "all 4 replicas responded, but 2 of their first responses are left out" in text
+
+
+def test_a_summary_from_an_older_collector_is_not_shown_as_bounded() -> None:
+    old = summary()
+    old.bounds_applied = False
+    old.ClearField("max_uncertainty")
+    for stats in old.phases:
+        stats.reached = stats.out_of_order = stats.over_bound = 0
+    console = Console(file=io.StringIO(), width=200)
+    console.print(summary_table(old))
+    text = console.file.getvalue()  # type: ignore[attr-defined]
+    assert "the collector applied no uncertainty bound and no order check" in text
+    first = next(line for line in text.splitlines() if "│ first_response" in line)
+    assert "unchecked" in first and "within" not in first
+    assert "not all 4 replicas responded" in text
+    document = summary_dict(old)
+    assert document["bounds_applied"] is False and document["max_uncertainty_ns"] == {}
+    assert document["phases"]["first_response"]["reached"] is None
+
+
+def test_a_phase_no_pod_counted_has_no_latencies() -> None:
+    made = summary()
+    fr = made.phases[-1]
+    fr.count, fr.over_bound = 0, 3
+    console = Console(file=io.StringIO(), width=200)
+    console.print(summary_table(made))
+    first = next(
+        line
+        for line in console.file.getvalue().splitlines()  # type: ignore[attr-defined]
+        if "│ first_response" in line
+    )
+    assert "0/4 within 10 ms" in first and "850.0" not in first and first.count(" - │") == 6
+    numbers = summary_dict(made)["phases"]["first_response"]
+    assert numbers["count"] == 0 and numbers["p50_ns"] is None and numbers["reached"] == 4
+
+
 def test_json_keeps_integers_and_names() -> None:
     document = json.loads(json.dumps(summary_dict(summary())))
     assert document["state"] == "failed"
@@ -118,7 +201,22 @@ def test_json_keeps_integers_and_names() -> None:
     (pod,) = document["pods"]
     assert pod["phases"]["first_response"] == {
         "source": "probe", "time_ns": 9, "latency_ns": 8, "uncertainty_ns": 1,
+        "over_bound": False, "out_of_order": False,
     }  # fmt: skip
+    assert document["bounds_applied"] is True
+    assert document["max_uncertainty_ns"] == {"first_response": 10_000_000}
+    first = document["phases"]["first_response"]
+    assert (first["count"], first["reached"], first["over_bound"], first["out_of_order"]) == (
+        2, 4, 1, 1,
+    )  # fmt: skip
+    assert first["bound_ns"] == 10_000_000 and document["phases"]["ready"]["bound_ns"] is None
+    assert document["out_of_order"] == [
+        {
+            "ordinal": 1, "name": "pod-1", "uid": "u1", "phase": "first_response",
+            "must_follow": "container_started", "early_by_ns": 12_000_000,
+            "beyond_uncertainty_ns": 1_500_000,
+        }
+    ]  # fmt: skip
 
 
 def test_durations_read_naturally() -> None:
@@ -145,3 +243,20 @@ def test_countdowns_read_the_same_in_plain_lines_and_the_live_view() -> None:
     view.countdown = ("settle", 2.5, 5.0)
     console.print(view)
     assert "2.5/5.0 s" in console.file.getvalue()  # type: ignore[attr-defined]
+
+
+def test_a_plan_run_line_says_what_its_first_responses_rest_on() -> None:
+    key = RunKey("runc", "runc", 4, 1)
+    run = PlannedRun(key, Variant("runc", "runc", "img", "16Mi"))
+    stream = io.StringIO()
+    display = TextPlanDisplay(Console(file=stream, width=200))
+    bounded = summary()
+    bounded.state = control_pb2.RUN_STATE_SUCCEEDED
+    done = RunOutcome("r1", control_pb2.RUN_STATE_SUCCEEDED, bounded)
+    display.run_finished(run, done, 12.0)
+    old = summary()
+    old.bounds_applied = False
+    display.run_finished(run, RunOutcome("r2", control_pb2.RUN_STATE_SUCCEEDED, old), 12.0)
+    first, second = stream.getvalue().splitlines()
+    assert "first_response p50 850.0 ms, 2 first responses left out" in first
+    assert "no uncertainty bound applied (the collector is older than rtctl)" in second

@@ -167,12 +167,19 @@ async def test_an_interrupted_plan_resumes_without_repeating_finished_runs(
     assert by_id[interrupted_id].state == control_pb2.RUN_STATE_ABORTED
     assert not stack.pods(), "the interrupted run left pods behind"
 
-    again = stack.rtctl("run-plan", str(path))
+    # The rest under a first_response bound no probe can meet: the runs' own lines and
+    # the comparison count no first response (and say so), while the runs succeed.
+    again = stack.rtctl("run-plan", str(path), "--max-uncertainty", "first_response=0")
     assert again.returncode == 0, again.stdout + again.stderr
     assert "resuming: 2 of 4 runs are already in the collector (2 succeeded)" in again.stderr
     assert "first_response by runtime, against runc" in again.stdout
     rerun = [started_id(line) for line in again.stderr.splitlines() if STARTED.match(line)]
     assert len(rerun) == 2 and not set(rerun) & set(first_ids), again.stderr
+    finished_now = [line for line in again.stderr.splitlines() if ": succeeded in " in line]
+    assert len(finished_now) == 2, again.stderr
+    assert all("first responses left out" in line for line in finished_now), again.stderr
+    assert not any("first_response p50" in line for line in finished_now), again.stderr
+    assert "pods within 0 ms" in again.stdout and "first_response ≤ 0 ms" in again.stdout
 
     after = await plan_runs(stack, "resume")
     assert len(after) == 5, after  # four successes and the aborted run: nothing ran twice

@@ -1,12 +1,17 @@
 """``rtctl report``: the report's numbers, figures, HTML and JSON.
 
 Most tests build run summaries whose every latency is known, so each pooled
-percentile and ratio can be stated. The end-to-end test makes real runs on the
-simulated cluster (agents, collector, the stack of tests/rtctl/conftest.py),
-runs ``rtctl report --format json --out DIR`` and recomputes every number it
-prints from the collector's journal with its own SQL (the issue's requirement):
-per run and phase count/p50/p90/p99/max, every pod's phase times, and the
-pooled per-runtime percentiles.
+percentile and ratio can be stated; the bound and order tests also make those
+flags as the collector would, and one feeds a real in-process collector over
+gRPC so that the collector's flags and rtctl's skipping are checked together.
+The end-to-end test makes real runs on the simulated cluster (agents,
+collector, the stack of tests/rtctl/conftest.py), runs ``rtctl report --format
+json --out DIR`` and recomputes every number it prints from the collector's
+journal with its own SQL and its own statement of the bound and order rules
+(the issue's requirement): per run and phase the pods reached, counted and left
+out, count/p50/p90/p99/max, every pod's phase times and flags, the out-of-order
+list, and the pooled per-runtime numbers, at the default bound and at one the
+user sets.
 """
 
 from __future__ import annotations
@@ -28,13 +33,28 @@ import pytest
 from matplotlib.image import imread
 from rich.console import Console
 
-from rtbench.v1 import control_pb2, events_pb2
+from collector.settings import CollectorSettings
+from rtbench.clock import wall_ns
+from rtbench.v1 import agent_pb2, control_pb2, events_pb2
+from rtctl.bounds import parse_bounds
+from rtctl.control import Collector
 from rtctl.errors import UsageError
 from rtctl.htmlreport import render_html
-from rtctl.plots import DPI, cdf_plot, render_plots, repetitions_plot, timeline_plot
+from rtctl.plots import (
+    DPI,
+    OUT_OF_ORDER_COLOUR,
+    UNCERTAIN_COLOUR,
+    cdf_plot,
+    render_plots,
+    repetitions_plot,
+    timeline_plot,
+)
 from rtctl.report import Report, build_report
-from rtctl.reportcli import report_json
-from rtctl.reporttables import comparison_table, print_report
+from rtctl.reportcli import collect_report, report_json
+from rtctl.reporttables import comparison_table, out_of_order_table, print_report
+from rtctl.settings import ConnectionSettings
+from tests.collector.agent_client import TestAgent
+from tests.collector.conftest import running
 from tests.conftest import wait_until
 from tests.rtctl.conftest import Stack
 
@@ -58,6 +78,10 @@ def rank(values: Sequence[int], percent: int) -> int:
     return ordered[max(math.ceil(len(ordered) * percent / 100), 1) - 1]
 
 
+BOUND_NS = 10 * MS
+"""The collector's default bound on first_response, as these summaries apply it."""
+
+
 def summary(
     run_id: str,
     runtime: str,
@@ -69,9 +93,18 @@ def summary(
     environment: Mapping[str, str] | None = None,
     memory_mib: float = 0.0,
     failed: Mapping[str, int] | None = None,
+    uncertain: Mapping[tuple[int, str], float] | None = None,
+    out_of_order: Mapping[tuple[int, str], str] | None = None,
+    bounds_applied: bool = True,
 ) -> control_pb2.RunSummary:
-    """A summary as the collector would give it: pods with phase latencies in ms."""
+    """A summary as the collector would give it: pods with phase latencies in ms, each
+    event ±1 ms unless ``uncertain`` says otherwise ((ordinal, phase) -> ms);
+    ``out_of_order`` marks (ordinal, phase) as seen before the phase given. The
+    statistics leave out what the collector would: first responses over 10 ms and
+    phases out of order. ``bounds_applied=False`` is an older collector's summary:
+    no bounds, no flags, every event counted."""
     replicas = len(pods) if replicas is None else replicas
+    uncertain, out_of_order = uncertain or {}, out_of_order or {}
     result = control_pb2.RunSummary(
         spec=control_pb2.RunSpec(
             run_id=run_id,
@@ -85,36 +118,64 @@ def summary(
         state=control_pb2.RUN_STATE_SUCCEEDED,
         created_ns=T0,
         memory_per_pod_bytes=memory_mib * (1 << 20),
+        bounds_applied=bounds_applied,
     )
-    by_phase: dict[str, list[int]] = defaultdict(list)
+    if bounds_applied:
+        result.max_uncertainty.add(phase=P.PHASE_FIRST_RESPONSE, max_uncertainty_ns=BOUND_NS)
+    by_phase: dict[str, list[tuple[int, int]]] = defaultdict(list)
+    left_out: dict[str, list[str]] = defaultdict(list)
     for ordinal, phases in enumerate(pods):
         pod = result.pods.add(ordinal=ordinal)
         pod.pod.name, pod.pod.uid, pod.pod.node = f"{run_id}-{ordinal}", f"u{ordinal}", "n1"
         for name, ms in phases.items():
             latency = int(ms * MS)
             source = P.SOURCE_PROBE if name == "first_response" else P.SOURCE_WATCH
+            unc = int(uncertain.get((ordinal, name), 1.0) * MS)
+            must_follow = out_of_order.get((ordinal, name)) if bounds_applied else None
+            over = bounds_applied and name == "first_response" and unc > BOUND_NS
             pod.phases.add(
                 phase=PHASE[name],
                 source=source,
                 time_ns=T0 + latency,
                 latency_ns=latency,
-                uncertainty_ns=MS,
+                uncertainty_ns=unc,
+                over_bound=over,
+                out_of_order=must_follow is not None,
             )
-            by_phase[name].append(latency)
-    for name in sorted(by_phase, key=lambda n: PHASE[n]):
-        values = by_phase[name]
+            if must_follow is not None:
+                left_out[name].append("out_of_order")
+                early = int(phases[must_follow] * MS) - latency
+                result.out_of_order.add(
+                    ordinal=ordinal,
+                    pod_name=pod.pod.name,
+                    pod_uid=pod.pod.uid,
+                    phase=PHASE[name],
+                    must_follow=PHASE[must_follow],
+                    early_by_ns=early,
+                    beyond_uncertainty_ns=early - 2 * MS,
+                )
+            elif over:
+                left_out[name].append("over_bound")
+            else:
+                by_phase[name].append((latency, unc))
+    for name in sorted(by_phase.keys() | left_out.keys(), key=lambda n: PHASE[n]):
+        values = [latency for latency, _ in by_phase[name]]
+        uncertainties = [unc for _, unc in by_phase[name]]
         result.phases.add(
             phase=PHASE[name],
             count=len(values),
-            min_ns=min(values),
-            p50_ns=rank(values, 50),
-            p90_ns=rank(values, 90),
-            p99_ns=rank(values, 99),
-            max_ns=max(values),
-            p50_uncertainty_ns=MS,
-            max_uncertainty_ns=MS,
+            reached=len(values) + len(left_out[name]) if bounds_applied else 0,
+            out_of_order=left_out[name].count("out_of_order"),
+            over_bound=left_out[name].count("over_bound"),
+            min_ns=min(values, default=0),
+            p50_ns=rank(values, 50) if values else 0,
+            p90_ns=rank(values, 90) if values else 0,
+            p99_ns=rank(values, 99) if values else 0,
+            max_ns=max(values, default=0),
+            p50_uncertainty_ns=rank(uncertainties, 50) if values else 0,
+            max_uncertainty_ns=max(uncertainties, default=0),
         )
-    responded = sorted(by_phase.get("first_response", []))
+    responded = sorted(latency for latency, _ in by_phase.get("first_response", []))
     result.all_responded_ns = responded[replicas - 1] if len(responded) >= replicas else 0
     for reason, count in (failed or {}).items():
         result.failures.add(reason=reason, count=count)
@@ -359,7 +420,286 @@ def test_the_json_has_every_number_and_every_pod() -> None:
     pod = run["pods"][2]
     assert pod["phases"]["first_response"] == {
         "source": "probe", "time_ns": T0 + 300 * MS, "latency_ns": 300 * MS, "uncertainty_ns": MS,
+        "over_bound": False, "out_of_order": False,
     }  # fmt: skip
+
+
+# -- pods left out: over their uncertainty bound, or out of order ---------------------------
+
+
+def left_out_study() -> list[control_pb2.RunSummary]:
+    """runc: 5 pods at 100..500 ms, the 500 ms one answered with a ±300 ms bracket. kata:
+    5 pods at twice those, the fastest seen at 50 ms, 70 ms before its container started."""
+    runc = [lifecycle(ms, containerd=True) for ms in (100, 200, 300, 400, 500)]
+    kata = [lifecycle(2 * ms, containerd=True) for ms in (100, 200, 300, 400, 500)]
+    kata[0]["first_response"] = 50.0
+    return [
+        summary("runc-b", "runc", runc, uncertain={(4, "first_response"): 300}),
+        summary(
+            "kata-b", "kata-qemu", kata, out_of_order={(0, "first_response"): "container_started"}
+        ),
+    ]
+
+
+def test_pooled_numbers_and_ratios_skip_the_pod_phases_the_collector_left_out() -> None:
+    report = build_report(left_out_study(), resamples=300)
+    runc, kata = report.groups
+    first = runc.phase("first_response")
+    assert first is not None
+    # 100..400 ms count; the ±300 ms answer at 500 ms is reached but not measured.
+    assert (first.reached, first.count, first.over_bound, first.out_of_order) == (5, 4, 1, 0)
+    assert (first.latency.max_ns, first.latency.p50_ns) == (400 * MS, 200 * MS)
+    assert first.bound_ns == BOUND_NS and first.max_uncertainty_ns == MS
+    kata_first = kata.phase("first_response")
+    assert kata_first is not None
+    assert (kata_first.reached, kata_first.count, kata_first.out_of_order) == (5, 4, 1)
+    assert (kata_first.latency.min_ns, kata_first.latency.p50_ns) == (400 * MS, 600 * MS)
+    # Pods measured: those whose first response counts.
+    assert (runc.measured, runc.expected, kata.measured, kata.expected) == (4, 5, 4, 5)
+    # The ratio compares what counts: p50 600 ms (kata) / 200 ms (runc) = 3, not 2.
+    comparison = report.comparison(kata.key, "first_response")
+    assert comparison is not None and comparison.interval is not None
+    assert comparison.interval.ratio == 3.0 and comparison.interval.count == 4
+    assert comparison.interval.baseline_count == 4
+    # The phase it must follow still counts.
+    started = kata.phase("container_started")
+    assert started is not None and started.count == 5
+    # The CDF shows what the tables show: the same figure as without the pods left out.
+    runc_pods, kata_pods = ([p.latency("first_response") for p in r.pods] for r in report.runs)
+    assert runc_pods[4] == 500 * MS and kata_pods[0] == 50 * MS
+    kept = [
+        summary("runc-b", "runc", [lifecycle(ms) for ms in (100, 200, 300, 400)], replicas=5),
+        summary(
+            "kata-b", "kata-qemu", [lifecycle(ms, containerd=True) for ms in (400, 600, 800, 1000)],
+            replicas=5,
+        ),
+    ]  # fmt: skip
+    shown, expected = cdf_plot(report), cdf_plot(build_report(kept, resamples=300))
+    assert shown is not None and expected is not None and shown.png == expected.png
+
+
+def test_pods_left_out_are_shown_as_measured_of_reached_beside_the_bound() -> None:
+    report = build_report(left_out_study(), resamples=300)
+    console = Console(file=io.StringIO(), width=220)
+    print_report(report, console)
+    text = console.file.getvalue()  # type: ignore[attr-defined]
+    assert "uncertainty bounds: first_response ≤ 10 ms; other phases unbounded" in text
+    rows = [line for line in text.splitlines() if "│ first_response" in line]
+    assert any("4/5 within 10 ms" in line and "out of order" not in line for line in rows)
+    assert any("4/5 within 10 ms, 1 out of order" in line for line in rows)
+    assert "pods within 10 ms" in text  # the comparison's measured/expected column
+    data = json.loads(json.dumps(report_json(report)))
+    assert data["max_uncertainty_ns"] == {"first_response": BOUND_NS}
+    numbers = data["groups"][0]["phases"]["first_response"]
+    assert {k: numbers[k] for k in ("count", "reached", "over_bound", "out_of_order")} == {
+        "count": 4, "reached": 5, "over_bound": 1, "out_of_order": 0,
+    }  # fmt: skip
+    assert numbers["bound_ns"] == BOUND_NS and numbers["max_ns"] == 400 * MS
+    assert data["groups"][0]["pods_measured"] == 4
+    run = next(r for r in data["runs"] if r["run_id"] == "runc-b")
+    assert run["pods"][4]["phases"]["first_response"]["over_bound"] is True
+    assert run["phases"]["first_response"]["over_bound"] == 1
+    html = render_html(report, [])
+    assert "4/5 within 10 ms" in html and "4/5 within 10 ms, 1 out of order" in html
+    assert "pods measured within 10 ms/expected" in html
+    assert "Uncertainty bounds: first_response ≤ 10 ms; other phases unbounded" in html
+
+
+def test_out_of_order_pods_are_named_in_text_json_and_html() -> None:
+    report = build_report(left_out_study(), resamples=300)
+    ((run, found),) = report.out_of_order
+    assert (run.run_id, found.pod, found.ordinal) == ("kata-b", "kata-b-0", 0)
+    assert (found.phase, found.must_follow, found.early_by_ns) == (
+        "first_response", "container_started", 70 * MS,
+    )  # fmt: skip
+    console = Console(file=io.StringIO(), width=220)
+    print_report(report, console)
+    text = console.file.getvalue()  # type: ignore[attr-defined]
+    assert "out of order: 1 pod phases, left out of their statistics" in text
+    line = next(line for line in text.splitlines() if "│ kata-b-0" in line)
+    assert "first_response" in line and "container_started" in line and "70.0 ms" in line
+    # The per-run table names it too.
+    assert "pod kata-b-0 (#0): first_response 70.0 ms before container_started" in text
+    data = report_json(report)
+    kata = next(r for r in data["runs"] if r["run_id"] == "kata-b")
+    assert kata["out_of_order"] == [
+        {
+            "ordinal": 0, "name": "kata-b-0", "uid": "u0", "phase": "first_response",
+            "must_follow": "container_started", "early_by_ns": 70 * MS,
+            "beyond_uncertainty_ns": 68 * MS,
+        }
+    ]  # fmt: skip
+    assert kata["pods"][0]["phases"]["first_response"]["out_of_order"] is True
+    html = render_html(report, [])
+    section = html[html.index("<h2>Out of order</h2>") :]
+    assert "kata-b-0" in section and "container_started" in section and "70.0 ms" in section
+    clean = build_report([summary("runc-c", "runc", [lifecycle(100)])])
+    assert "No pod has a phase out of order" in render_html(clean, [])
+    assert out_of_order_table(clean) is None
+
+
+def test_a_user_set_bound_changes_the_pooled_numbers() -> None:
+    """The bound rtctl asked for is the report's (the collector applied it: here the
+    summaries are made with the flags it would set for a 400 ms bound)."""
+    runc = [lifecycle(ms) for ms in (100, 200, 300, 400, 500)]
+    wide = summary("runc-w", "runc", runc, uncertain={(4, "first_response"): 300})
+    for pod in wide.pods:
+        for t in pod.phases:
+            t.over_bound = False
+    wide.max_uncertainty[0].max_uncertainty_ns = 400 * MS
+    stats = next(p for p in wide.phases if p.phase == P.PHASE_FIRST_RESPONSE)
+    stats.count, stats.over_bound, stats.max_ns = 5, 0, 500 * MS
+    stats.p50_ns = 300 * MS
+    report = build_report([wide], bounds={P.PHASE_FIRST_RESPONSE: 400 * MS})
+    first = report.groups[0].phase("first_response")
+    assert first is not None
+    assert (first.count, first.latency.max_ns, first.bound_ns) == (5, 500 * MS, 400 * MS)
+    assert report.bounds_text == "first_response ≤ 400 ms; other phases unbounded"
+    assert not any("other uncertainty bounds" in note for note in report.notes)
+    # Asked for the default, but the collector applied 400 ms: said so.
+    mismatch = build_report([wide])
+    assert any("run runc-w: the collector applied other" in note for note in mismatch.notes)
+
+
+def test_an_older_collector_is_named_and_its_pods_bounded_by_rtctl() -> None:
+    runc = [lifecycle(ms) for ms in (100, 200, 300, 400, 500)]
+    old = summary(
+        "runc-old", "runc", runc, uncertain={(4, "first_response"): 300}, bounds_applied=False
+    )
+    assert old.all_responded_ns == 500 * MS  # the old collector's: every answer counted
+    report = build_report([old])
+    (run,) = report.runs
+    assert not run.bounds_applied and run.bounds == {}
+    # rtctl applies the bound to the run's pods itself, its rows and all-responded too.
+    row = run.phase("first_response")
+    assert row is not None and (row.reached, row.count, row.over_bound) == (5, 4, 1)
+    assert row.bound_ns == BOUND_NS and run.all_responded_ns == 0
+    first = report.groups[0].phase("first_response")
+    assert first is not None and (first.count, first.latency.max_ns) == (4, 400 * MS)
+    assert report.groups[0].measured == 4
+    assert any(
+        "applied no uncertainty bound and no order check to run(s) runc-old" in note
+        for note in report.notes
+    )
+    console = Console(file=io.StringIO(), width=220)
+    print_report(report, console)
+    text = console.file.getvalue()  # type: ignore[attr-defined]
+    # The collector's own table on the terminal: every event, and said so.
+    per_run = next(line for line in text.splitlines() if "│ first_response" in line)
+    assert "unchecked" in per_run and "500.0 ms" in per_run
+    assert "the collector applied no uncertainty bound and no order check" in text
+    html = render_html(report, [])
+    assert "not checked" in html and "applied no uncertainty bound" in html
+    assert html.count("4/5 within 10 ms") == 2  # the run's rows and the runtime's
+    assert "applied by rtctl (the collector, older than rtctl, applied none)" in html
+
+
+def test_the_timeline_marks_an_out_of_order_phase() -> None:
+    """The out-of-order first response is drawn as a red hatched span to the container
+    start it precedes, never as a segment that shows the pod responding first."""
+    pods = [{**lifecycle(400, containerd=True), "container_started": 300.0} for _ in range(20)]
+    early = [dict(p) for p in pods]
+    for p in early:
+        p["first_response"] = 150.0
+    flagged = {(i, "first_response"): "container_started" for i in range(20)}
+    report = build_report(
+        [
+            summary("in-order", "runc", pods),
+            summary("early", "crun", early, out_of_order=flagged),
+            summary("unflagged", "youki", early),
+        ]
+    )
+    drawn = {run.run_id: timeline_plot(run).png for run in report.runs}
+    assert pixels_of(drawn["in-order"], OUT_OF_ORDER_COLOUR) == 0
+    assert pixels_of(drawn["early"], OUT_OF_ORDER_COLOUR) > 500
+    # Not drawn as a responding segment: only the legend's swatch keeps its colour.
+    responding = {name: pixels_of(png, "#55a868") for name, png in drawn.items()}
+    assert responding["early"] * 20 < responding["in-order"], responding
+    # The same numbers without the collector's flag: the old drawing, no red.
+    assert pixels_of(drawn["unflagged"], OUT_OF_ORDER_COLOUR) == 0
+    assert responding["unflagged"] > responding["early"] * 20
+
+
+def test_the_timeline_shows_the_uncertainty_of_a_phase_over_its_bound() -> None:
+    pods = [lifecycle(400) for _ in range(10)]
+    wide = summary("wide", "runc", pods, uncertain={(i, "first_response"): 80 for i in range(10)})
+    narrow = summary("narrow", "runc", pods)
+    bars = {
+        s.spec.run_id: pixels_of(timeline_plot(build_report([s]).runs[0]).png, UNCERTAIN_COLOUR)
+        for s in (wide, narrow)
+    }
+    assert bars["narrow"] == 0 and bars["wide"] > 100, bars
+
+
+async def test_a_real_collector_flags_the_pods_and_the_report_shows_and_skips_them(
+    tmp_path: Path,
+) -> None:
+    """The collector's journal and control API over real gRPC, fed by an agent client:
+    the pods it leaves out are the ones rtctl's pooled numbers skip and every output
+    names, and a bound rtctl asks for is the one the collector applies."""
+    settings = CollectorSettings(listen_port=0, journal=tmp_path / "j.sqlite", stats_interval=0)
+    async with running(settings) as server:
+        connection = ConnectionSettings(collector=server.address)
+        async with Collector.connect(connection) as collector:
+            spec = control_pb2.RunSpec(
+                run_id="flagged", test_id="t", runtime_class="crun", variant="crun", replicas=4
+            )
+            await collector.register_run(spec)
+            created = wall_ns() - 10 * 10**9
+            await collector.record_create("flagged", created, created + MS, P.ClockOffset())
+            batch = agent_pb2.Batch(sequence=1)
+            batch.clock.uncertainty_ns = 100_000  # ±0.1 ms on every event
+
+            def add(pod: int, phase: int, source: int, ms: float, unc_ms: float = 0) -> None:
+                ev = batch.events.add(
+                    phase=phase,
+                    source=source,
+                    time_ns=created + int(ms * MS),
+                    uncertainty_ns=int(unc_ms * MS),
+                )
+                ev.pod.uid, ev.pod.name, ev.pod.run_id = f"u{pod}", f"web-{pod}", "flagged"
+                ev.pod.node = "node-1"
+
+            for pod in range(4):
+                add(pod, P.PHASE_SCHEDULED, P.SOURCE_WATCH, 10 + pod)
+                add(pod, P.PHASE_CONTAINER_STARTED, P.SOURCE_CONTAINERD, 200 + pod)
+                add(pod, P.PHASE_READY, P.SOURCE_WATCH, 400 + pod)
+            add(0, P.PHASE_FIRST_RESPONSE, P.SOURCE_PROBE, 250, 1)
+            add(1, P.PHASE_FIRST_RESPONSE, P.SOURCE_PROBE, 260, 1)
+            add(2, P.PHASE_FIRST_RESPONSE, P.SOURCE_PROBE, 100, 1)  # 102 ms before its start
+            add(3, P.PHASE_FIRST_RESPONSE, P.SOURCE_PROBE, 300, 40)  # ±40 ms
+            async with TestAgent(server.address, "agent-1", "node-1") as agent:
+                await agent.send_all([batch])
+            await collector.finish_run("flagged", control_pb2.RUN_STATE_SUCCEEDED)
+            report = await collect_report(collector, ["flagged"])
+            wider = await collect_report(
+                collector, ["flagged"], bounds=parse_bounds(["first_response=50ms"])
+            )
+    (run,) = report.runs
+    assert run.bounds_applied and run.bounds == {"first_response": BOUND_NS}
+    assert [(v.pod, v.phase, v.must_follow, v.early_by_ns) for v in run.out_of_order] == [
+        ("web-2", "first_response", "container_started", 102 * MS)
+    ]
+    first = report.groups[0].phase("first_response")
+    assert first is not None
+    assert (first.reached, first.count, first.out_of_order, first.over_bound) == (4, 2, 1, 1)
+    assert (first.latency.min_ns, first.latency.max_ns) == (250 * MS, 260 * MS)
+    assert report.groups[0].measured == 2 and run.all_responded_ns == 0
+    wide = wider.groups[0].phase("first_response")
+    assert wide is not None and (wide.count, wide.latency.max_ns) == (3, 300 * MS)
+    assert wide.bound_ns == 50 * MS and wider.runs[0].bounds == {"first_response": 50 * MS}
+    # Named and counted in every output.
+    console = Console(file=io.StringIO(), width=220)
+    print_report(report, console)
+    text = console.file.getvalue()  # type: ignore[attr-defined]
+    assert "2/4 within 10 ms, 1 out of order" in text
+    assert "pod web-2 (#2): first_response 102.0 ms before container_started" in text
+    data = report_json(report)
+    assert data["runs"][0]["out_of_order"][0]["name"] == "web-2"
+    assert data["groups"][0]["phases"]["first_response"]["count"] == 2
+    html = render_html(report, render_plots(report))
+    assert "web-2" in html[html.index("<h2>Out of order</h2>") :]
+    assert pixels_of(timeline_plot(run).png, OUT_OF_ORDER_COLOUR) > 50
 
 
 # -- end to end: real runs on the simulated cluster, numbers recomputed from the journal --
@@ -398,12 +738,71 @@ def name(enum: Any, value: int, prefix: str) -> str:
     return str(enum.Name(value)).removeprefix(prefix).lower()
 
 
-def phase_numbers(events: Sequence[Mapping[str, int]]) -> dict[str, int]:
-    """count, min, p50/p90/p99/max latency and p50/max uncertainty of these chosen events."""
-    latencies = [e["latency_ns"] for e in events]
-    uncertainties = [e["uncertainty_ns"] for e in events]
+BEFORE = ("scheduled", "sandbox_created", "sandbox_started", "container_created")
+MUST_FOLLOW = {
+    "sandbox_created": BEFORE[:1],
+    "sandbox_started": BEFORE[:2],
+    "container_created": BEFORE[:3],
+    "container_started": BEFORE,
+    "running": (*BEFORE, "container_started"),
+    "first_response": (*BEFORE, "container_started"),
+    "ready": (*BEFORE, "container_started", "running"),
+}
+"""collector/screening.py's order table, written out again."""
+RUNTIME_LAG_NS = 50 * MS
+
+
+def screen(events: Sequence[dict[str, Any]], bounds: Mapping[str, int]) -> list[tuple[Any, ...]]:
+    """Sets ``over_bound`` and ``out_of_order`` on each pod's chosen events as the
+    collector's rules say (restated: a watch stamp bounds the truth only from above, a
+    runtime's may lag 50 ms behind for another source); returns the out-of-order ones as
+    (run, ordinal, phase, must_follow, early by)."""
+    by_pod: dict[tuple[str, str], dict[str, dict[str, Any]]] = defaultdict(dict)
+    for e in events:
+        by_pod[(e["run_id"], e["pod_uid"])][name(P.Phase, e["phase"], "PHASE_")] = e
+    found = []
+    for (run_id, _), phases in by_pod.items():
+        for phase, e in phases.items():
+            bound = bounds.get(phase)
+            e["over_bound"] = bound is not None and e["uncertainty_ns"] > bound
+            worst = None
+            for first in MUST_FOLLOW.get(phase, ()):
+                b = phases.get(first)
+                if b is None:
+                    continue
+                if b["source"] == P.SOURCE_WATCH and e["source"] != P.SOURCE_WATCH:
+                    continue
+                lag = 0
+                if b["source"] in (P.SOURCE_CONTAINERD, P.SOURCE_SIMULATOR):
+                    lag = RUNTIME_LAG_NS if e["source"] != b["source"] else 0
+                beyond = (b["corrected_ns"] - b["uncertainty_ns"] - lag) - (
+                    e["corrected_ns"] + e["uncertainty_ns"]
+                )
+                if beyond > 0 and (worst is None or beyond > worst[1]):
+                    worst = (first, beyond, b["corrected_ns"] - e["corrected_ns"])
+            e["out_of_order"] = worst is not None
+            if worst is not None:
+                found.append((run_id, e["ordinal"], phase, worst[0], worst[2]))
+    return sorted(found)
+
+
+def phase_numbers(events: Sequence[Mapping[str, Any]], bound: int | None) -> dict[str, Any]:
+    """Pods reached, counted and left out, and count, min, p50/p90/p99/max latency and
+    p50/max uncertainty over the counted ones (None when none counts)."""
+    counted = [e for e in events if not (e["over_bound"] or e["out_of_order"])]
+    latencies = [e["latency_ns"] for e in counted]
+    uncertainties = [e["uncertainty_ns"] for e in counted]
+    numbers: dict[str, Any] = {
+        "count": len(counted),
+        "reached": len(events),
+        "out_of_order": sum(e["out_of_order"] for e in events),
+        "over_bound": sum(e["over_bound"] and not e["out_of_order"] for e in events),
+        "bound_ns": bound,
+    }
+    if not counted:
+        return {**numbers, **dict.fromkeys(LATENCY_KEYS)}
     return {
-        "count": len(latencies),
+        **numbers,
         "min_ns": min(latencies),
         "p50_ns": rank(latencies, 50),
         "p90_ns": rank(latencies, 90),
@@ -412,6 +811,84 @@ def phase_numbers(events: Sequence[Mapping[str, int]]) -> dict[str, int]:
         "p50_uncertainty_ns": rank(uncertainties, 50),
         "max_uncertainty_ns": max(uncertainties),
     }
+
+
+LATENCY_KEYS = (
+    *("min_ns", "p50_ns", "p90_ns", "p99_ns", "max_ns"),
+    *("p50_uncertainty_ns", "max_uncertainty_ns"),
+)
+
+
+def check_report(data: dict[str, Any], journal: Path, runs: Mapping[str, str], bound: int) -> None:
+    """Every number of ``rtctl report --format json`` recomputed from the journal with the
+    first_response bound ``bound``: per run and phase, every pod, the out-of-order list,
+    the pooled per-runtime numbers and the ratio."""
+    picked = journal_events(journal, list(runs))
+    bounds = {"first_response": bound}
+    out_of_order = screen(picked, bounds)
+    assert data["max_uncertainty_ns"] == bounds
+    assert {r["run_id"] for r in data["runs"]} == set(runs)
+    reported = sorted(
+        (run["run_id"], v["ordinal"], v["phase"], v["must_follow"], v["early_by_ns"])
+        for run in data["runs"]
+        for v in run["out_of_order"]
+    )
+    assert reported == out_of_order
+    for run in data["runs"]:
+        mine = [e for e in picked if e["run_id"] == run["run_id"]]
+        by_phase: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        pods: dict[int, dict[str, dict[str, Any]]] = defaultdict(dict)
+        for e in mine:
+            phase = name(P.Phase, e["phase"], "PHASE_")
+            by_phase[phase].append(e)
+            pods[e["ordinal"]][phase] = {
+                "source": name(P.Source, e["source"], "SOURCE_"),
+                "time_ns": e["corrected_ns"],
+                "latency_ns": e["latency_ns"],
+                "uncertainty_ns": e["uncertainty_ns"],
+                "over_bound": e["over_bound"],
+                "out_of_order": e["out_of_order"],
+            }
+        expected = {
+            phase: phase_numbers(events, bounds.get(phase)) for phase, events in by_phase.items()
+        }
+        assert run["phases"] == expected, run["run_id"]
+        assert run["bounds_applied"] and run["max_uncertainty_ns"] == bounds
+        assert {p["ordinal"]: p["phases"] for p in run["pods"]} == pods, run["run_id"]
+
+    # Per runtime: the pods of both runc runs pooled, recomputed from the journal too.
+    groups = {g["runtime"]: g for g in data["groups"]}
+    assert data["baseline"] == "runc" and list(groups) == ["runc", "runsc"]
+    assert sorted(groups["runc"]["run_ids"]) == ["report-runc-1", "report-runc-2"]
+    pooled: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
+    for e in picked:
+        pooled[runs[e["run_id"]]][name(P.Phase, e["phase"], "PHASE_")].append(e)
+    for runtime, group in groups.items():
+        assert "first_response" in group["phases"] and "gone" not in group["phases"]
+        for phase, numbers in group["phases"].items():
+            expected_numbers = phase_numbers(pooled[runtime][phase], bounds.get(phase))
+            assert numbers == expected_numbers, (runtime, phase)
+        counted = group["phases"]["first_response"]["count"]
+        assert group["pods_measured"] == counted
+    first = {
+        rt: [
+            e["latency_ns"]
+            for e in pooled[rt]["first_response"]
+            if not (e["over_bound"] or e["out_of_order"])
+        ]
+        for rt in ("runc", "runsc")
+    }
+    ratio = groups["runsc"]["vs_baseline"]["first_response"]
+    if not first["runc"] or not first["runsc"]:
+        assert ratio is None
+        return
+    assert ratio["ratio"] == rank(first["runsc"], 50) / rank(first["runc"], 50)
+    assert ratio["low"] <= ratio["ratio"] <= ratio["high"]
+    assert (ratio["count"], ratio["baseline_count"], ratio["resamples"]) == (
+        len(first["runsc"]),
+        len(first["runc"]),
+        500,
+    )
 
 
 def pods_without_gone(journal: Path, run_ids: Sequence[str]) -> int:
@@ -456,45 +933,9 @@ async def test_report_numbers_match_the_journal(stack: Stack, tmp_path: Path) ->
     assert f"report: {out / 'report.html'}" in done.stderr
     data = json.loads(done.stdout)
 
-    picked = journal_events(stack.journal, list(runs))
-    assert {r["run_id"] for r in data["runs"]} == set(runs)
-    for run in data["runs"]:
-        mine = [e for e in picked if e["run_id"] == run["run_id"]]
-        by_phase: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        pods: dict[int, dict[str, dict[str, Any]]] = defaultdict(dict)
-        for e in mine:
-            phase = name(P.Phase, e["phase"], "PHASE_")
-            by_phase[phase].append(e)
-            pods[e["ordinal"]][phase] = {
-                "source": name(P.Source, e["source"], "SOURCE_"),
-                "time_ns": e["corrected_ns"],
-                "latency_ns": e["latency_ns"],
-                "uncertainty_ns": e["uncertainty_ns"],
-            }
-        expected = {phase: phase_numbers(events) for phase, events in by_phase.items()}
-        assert run["phases"] == expected, run["run_id"]
-        assert run["phases"]["first_response"]["count"] == replicas
-        assert {p["ordinal"]: p["phases"] for p in run["pods"]} == pods, run["run_id"]
-
-    # Per runtime: the pods of both runc runs pooled, recomputed from the journal too.
-    groups = {g["runtime"]: g for g in data["groups"]}
-    assert data["baseline"] == "runc" and list(groups) == ["runc", "runsc"]
-    assert sorted(groups["runc"]["run_ids"]) == ["report-runc-1", "report-runc-2"]
-    pooled: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
-    for e in picked:
-        pooled[runs[e["run_id"]]][name(P.Phase, e["phase"], "PHASE_")].append(e)
-    for runtime, group in groups.items():
-        assert "first_response" in group["phases"] and "gone" not in group["phases"]
-        for phase, numbers in group["phases"].items():
-            assert numbers == phase_numbers(pooled[runtime][phase]), (runtime, phase)
-    ratio = groups["runsc"]["vs_baseline"]["first_response"]
-    first = {
-        rt: rank([e["latency_ns"] for e in pooled[rt]["first_response"]], 50)
-        for rt in ("runc", "runsc")
-    }
-    assert ratio["ratio"] == first["runsc"] / first["runc"]
-    assert ratio["low"] <= ratio["ratio"] <= ratio["high"]
-    assert (ratio["count"], ratio["baseline_count"], ratio["resamples"]) == (6, 12, 500)
+    check_report(data, stack.journal, runs, 10 * MS)
+    # The probes of the simulated stack bracket first responses well within 10 ms.
+    assert all(r["phases"]["first_response"]["reached"] == replicas for r in data["runs"])
 
     # The files: a self-contained page naming every run, and the figures.
     html = (out / "report.html").read_text()
@@ -510,6 +951,29 @@ async def test_report_numbers_match_the_journal(stack: Stack, tmp_path: Path) ->
     assert text.returncode == 0, text.stderr
     assert "first_response by runtime, against runc" in text.stdout
     assert "run report-runsc-1" in text.stdout and "report-runc-2" not in text.stdout
+    assert "uncertainty bounds: first_response ≤ 10 ms; other phases unbounded" in text.stdout
+
+    # A bound set by the user travels to the collector and changes the numbers: no
+    # probe bracket plus clock uncertainty is 0, so at 0 ms no first response counts.
+    tight = await asyncio.to_thread(
+        stack.rtctl,
+        *("report", "--test-id", test_id, "--format", "json", "--seed", "3"),
+        *("--bootstrap", "500", "--max-uncertainty", "first_response=0"),
+    )
+    assert tight.returncode == 0, tight.stderr
+    data = json.loads(tight.stdout)
+    check_report(data, stack.journal, runs, 0)
+    numbers = [g["phases"]["first_response"] for g in data["groups"]]
+    assert [(n["count"], n["over_bound"] + n["out_of_order"]) for n in numbers] == [(0, 12), (0, 6)]
+    assert [g["pods_measured"] for g in data["groups"]] == [0, 0]
+    lifted = await asyncio.to_thread(
+        stack.rtctl,
+        *("report", "report-runc-1", "--max-uncertainty", "first_response=0ms"),
+        *("--max-uncertainty", "ready=none"),
+    )
+    assert lifted.returncode == 0, lifted.stderr
+    assert "first_response ≤ 0 ms; other phases unbounded" in lifted.stdout
+    assert "0/6 within 0 ms" in lifted.stdout
 
 
 async def test_report_refuses_what_it_cannot_report_on(stack: Stack) -> None:

@@ -146,8 +146,13 @@ def test_ten_nodes_of_110_pods_give_every_pod_a_complete_timeline(
     assert f"warning: {REPLICAS} replicas use 100% of the {REPLICAS} free pod slots" in done.stderr
     summary: dict[str, Any] = json.loads(done.stdout)
     assert summary["state"] == "succeeded"
-    assert summary["phases"]["first_response"]["count"] == REPLICAS
-    assert summary["all_responded_ns"] > 0
+    first = summary["phases"]["first_response"]
+    assert first["reached"] == REPLICAS  # every pod answered
+    # 1100 pods on a shared 2-core machine: many probe brackets are wider than the 10 ms
+    # bound (p90 near a second). Those answers are left out of the latencies and counted
+    # as such, never pooled; without every answer counted there is no all-responded time.
+    assert first["count"] + first["over_bound"] + first["out_of_order"] == REPLICAS
+    assert (summary["all_responded_ns"] > 0) == (first["count"] == REPLICAS)
 
     # Teardown events (container exits, gone) may still be on their way: wait for them.
     def complete() -> dict[str, int] | None:

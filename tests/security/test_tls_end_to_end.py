@@ -159,4 +159,4 @@ def test_mutual_tls_end_to_end(
     assert len(pods) == REPLICAS
     for pod in pods:
         assert set(LIVE_PHASES) <= set(pod["phases"]), pod
-    assert summary["phases"]["first_response"]["count"] == REPLICAS
+    assert summary["phases"]["first_response"]["reached"] == REPLICAS
