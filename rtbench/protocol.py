@@ -40,13 +40,13 @@ first_response is rtbench's headline number and the one whose uncertainty can
 grow without anyone noticing: a probe that starts late, or waits its turn on a
 busy node, has a bracket as wide as its delay (issue 14: ±307 ms reported as a
 latency). 10 ms is several times the uncertainty of a probe that started in
-time (the simulated stack: p50 ±0.8 ms for 30 pods, ±3.3 ms for 1100 pods on a
-shared 2-core machine, where a fifth of the brackets were wider than 10 ms and
-the widest ±2.2 s) and well below the start-up differences between runtimes a
-report compares. The other phases have no default bound: their events come
-from containerd (exact to the clock), the simulator, or the watch, whose
-uncertainty is its clock's except for a relist's catch-up, whose bracket is
-kept and shown."""
+time (bench/agent_probe.py, 100 pods on 2 simulated nodes at the 1 s relist, the
+address from CRI: p50 ±1.4 ms, p99 ±2.8 ms, none over 10 ms; bench/scale.py, 1100
+pods, 10 agents and the simulator starving one 2-core machine: 7 % over it) and
+well below the start-up differences between runtimes a report compares. The
+other phases have no default bound: their events come from containerd (exact to
+the clock), the simulator, or the watch, whose uncertainty is its clock's except
+for a relist's catch-up, whose bracket is kept and shown."""
 
 RUNTIME_REPORT_LAG_NS = 50_000_000
 """How long after a step a container runtime's event may be stamped, for the order
