@@ -36,10 +36,9 @@ from rtbench.cri import api_pb2 as cri
 from rtbench.cri import api_pb2_grpc as cri_grpc
 
 from .containerd import CALL_TIMEOUT_S, ContainerdClient, ContainerdError, call_error
+from .runtimephases import POD_UID_LABEL
 
 __all__ = ["CriClient", "CriUnavailable", "SandboxNetwork", "runtime_description"]
-
-POD_UID_LABEL = "io.kubernetes.pod.uid"
 
 
 class CriUnavailable(ContainerdError):
@@ -56,7 +55,6 @@ class SandboxNetwork:
     ip: str
     """Empty for a sandbox in the node's network namespace (and after it stopped)."""
     host_network: bool
-    created_ns: int
 
 
 def runtime_description(version: Any) -> str:
@@ -89,7 +87,6 @@ class CriClient:
             ready=status.state == cri.SANDBOX_READY,
             ip=status.network.ip,
             host_network=status.linux.namespaces.options.network == cri.NODE,
-            created_ns=status.created_at,
         )
 
     async def ready_sandboxes(self) -> list[str]:

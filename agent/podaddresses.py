@@ -168,7 +168,7 @@ class SandboxAddresses:
             log.warning(
                 "%s on %s: pod addresses come from the API's podIP, which a kubelet publishes "
                 "about a relist after the app starts (first responses are then bracketed from "
-                "the container start)",
+                "the container's creation)",
                 problem,
                 socket,
             )

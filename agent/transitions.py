@@ -170,7 +170,6 @@ class TrackedPod:
     """The probe port and path (annotation, first TCP containerPort, default): known from
     the first object on, so an address from the runtime can be probed before the API has one."""
     path: str = "/"
-    host_network: bool = False
     host_ip: str = ""
     """The node's address as the pod's status gives it (status.hostIP), once published."""
     deleting: bool = False
@@ -443,7 +442,6 @@ class PodTracker:
             if target is not None
             else probe_endpoint(pod, self.default_port, self.default_path)
         )
-        tracked.host_network = (pod.get("spec") or {}).get("hostNetwork") is True
         host_ip = status.get("hostIP")
         tracked.host_ip = host_ip if isinstance(host_ip, str) else ""
         tracked.last_seen = stamp

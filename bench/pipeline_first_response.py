@@ -35,6 +35,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from rtbench.percentiles import nearest_rank
 from rtctl.localstack import LocalStack, StackSettings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -48,10 +49,9 @@ BOUND_NS = 10_000_000
 Result = dict[str, Any]
 
 
-def percentile(values: list[float], q: float) -> float:
-    """Nearest rank, as the reports compute it."""
-    ordered = sorted(values)
-    return ordered[max(0, min(len(ordered) - 1, int(-(-q * len(ordered) // 1)) - 1))]
+def percentile_ms(values_ns: list[int], percent: int) -> float:
+    """Nearest rank, as the reports compute it (rtbench/percentiles.py), in ms."""
+    return nearest_rank(sorted(values_ns), percent) / MS
 
 
 def one_run(index: int, replicas: int, root: Path) -> Result:
@@ -79,23 +79,23 @@ def one_run(index: int, replicas: int, root: Path) -> Result:
             listened = listen_time_ns(stack, pod["name"])
             phases = pod["phases"]
             first = phases["first_response"]
-            errors.append(abs(first["time_ns"] - listened) / MS)
+            errors.append(abs(first["time_ns"] - listened))
             uncertainties.append(first["uncertainty_ns"])
             if "running" in phases:
-                watch_errors.append(abs(phases["running"]["time_ns"] - listened) / MS)
+                watch_errors.append(abs(phases["running"]["time_ns"] - listened))
         sources = address_sources(stack.journal, run_id)
     within = sum(u <= BOUND_NS for u in uncertainties)
     return {
         "run": index,
         "pods": len(errors),
-        "error_ms": {"p50": percentile(errors, 0.5), "p99": percentile(errors, 0.99)},
-        "error_max_ms": max(errors),
+        "error_ms": {"p50": percentile_ms(errors, 50), "p99": percentile_ms(errors, 99)},
+        "error_max_ms": max(errors) / MS,
         "watch_running_error_ms": {
-            "p50": percentile(watch_errors, 0.5),
-            "p99": percentile(watch_errors, 0.99),
+            "p50": percentile_ms(watch_errors, 50),
+            "p99": percentile_ms(watch_errors, 99),
         },
         "within_bound_percent": 100.0 * within / len(uncertainties),
-        "uncertainty_p50_ms": percentile([u / MS for u in uncertainties], 0.5),
+        "uncertainty_p50_ms": percentile_ms(uncertainties, 50),
         "address_sources": sources,
     }
 
