@@ -49,6 +49,61 @@ class RuntimeServiceStub:
                 request_serializer=rtbench_dot_cri_dot_api__pb2.ListPodSandboxRequest.SerializeToString,
                 response_deserializer=rtbench_dot_cri_dot_api__pb2.ListPodSandboxResponse.FromString,
                 _registered_method=True)
+        self.RunPodSandbox = channel.unary_unary(
+                '/runtime.v1.RuntimeService/RunPodSandbox',
+                request_serializer=rtbench_dot_cri_dot_api__pb2.RunPodSandboxRequest.SerializeToString,
+                response_deserializer=rtbench_dot_cri_dot_api__pb2.RunPodSandboxResponse.FromString,
+                _registered_method=True)
+        self.StopPodSandbox = channel.unary_unary(
+                '/runtime.v1.RuntimeService/StopPodSandbox',
+                request_serializer=rtbench_dot_cri_dot_api__pb2.StopPodSandboxRequest.SerializeToString,
+                response_deserializer=rtbench_dot_cri_dot_api__pb2.StopPodSandboxResponse.FromString,
+                _registered_method=True)
+        self.RemovePodSandbox = channel.unary_unary(
+                '/runtime.v1.RuntimeService/RemovePodSandbox',
+                request_serializer=rtbench_dot_cri_dot_api__pb2.RemovePodSandboxRequest.SerializeToString,
+                response_deserializer=rtbench_dot_cri_dot_api__pb2.RemovePodSandboxResponse.FromString,
+                _registered_method=True)
+        self.CreateContainer = channel.unary_unary(
+                '/runtime.v1.RuntimeService/CreateContainer',
+                request_serializer=rtbench_dot_cri_dot_api__pb2.CreateContainerRequest.SerializeToString,
+                response_deserializer=rtbench_dot_cri_dot_api__pb2.CreateContainerResponse.FromString,
+                _registered_method=True)
+        self.StartContainer = channel.unary_unary(
+                '/runtime.v1.RuntimeService/StartContainer',
+                request_serializer=rtbench_dot_cri_dot_api__pb2.StartContainerRequest.SerializeToString,
+                response_deserializer=rtbench_dot_cri_dot_api__pb2.StartContainerResponse.FromString,
+                _registered_method=True)
+        self.StopContainer = channel.unary_unary(
+                '/runtime.v1.RuntimeService/StopContainer',
+                request_serializer=rtbench_dot_cri_dot_api__pb2.StopContainerRequest.SerializeToString,
+                response_deserializer=rtbench_dot_cri_dot_api__pb2.StopContainerResponse.FromString,
+                _registered_method=True)
+        self.RemoveContainer = channel.unary_unary(
+                '/runtime.v1.RuntimeService/RemoveContainer',
+                request_serializer=rtbench_dot_cri_dot_api__pb2.RemoveContainerRequest.SerializeToString,
+                response_deserializer=rtbench_dot_cri_dot_api__pb2.RemoveContainerResponse.FromString,
+                _registered_method=True)
+        self.ListContainers = channel.unary_unary(
+                '/runtime.v1.RuntimeService/ListContainers',
+                request_serializer=rtbench_dot_cri_dot_api__pb2.ListContainersRequest.SerializeToString,
+                response_deserializer=rtbench_dot_cri_dot_api__pb2.ListContainersResponse.FromString,
+                _registered_method=True)
+        self.ContainerStatus = channel.unary_unary(
+                '/runtime.v1.RuntimeService/ContainerStatus',
+                request_serializer=rtbench_dot_cri_dot_api__pb2.ContainerStatusRequest.SerializeToString,
+                response_deserializer=rtbench_dot_cri_dot_api__pb2.ContainerStatusResponse.FromString,
+                _registered_method=True)
+        self.ReopenContainerLog = channel.unary_unary(
+                '/runtime.v1.RuntimeService/ReopenContainerLog',
+                request_serializer=rtbench_dot_cri_dot_api__pb2.ReopenContainerLogRequest.SerializeToString,
+                response_deserializer=rtbench_dot_cri_dot_api__pb2.ReopenContainerLogResponse.FromString,
+                _registered_method=True)
+        self.Status = channel.unary_unary(
+                '/runtime.v1.RuntimeService/Status',
+                request_serializer=rtbench_dot_cri_dot_api__pb2.StatusRequest.SerializeToString,
+                response_deserializer=rtbench_dot_cri_dot_api__pb2.StatusResponse.FromString,
+                _registered_method=True)
 
 
 class RuntimeServiceServicer:
@@ -75,6 +130,73 @@ class RuntimeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RunPodSandbox(self, request, context):
+        """The kubelet's start/stop path (the real-pod node).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StopPodSandbox(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemovePodSandbox(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateContainer(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StartContainer(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StopContainer(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveContainer(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListContainers(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ContainerStatus(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReopenContainerLog(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Status(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RuntimeServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -92,6 +214,61 @@ def add_RuntimeServiceServicer_to_server(servicer, server):
                     servicer.ListPodSandbox,
                     request_deserializer=rtbench_dot_cri_dot_api__pb2.ListPodSandboxRequest.FromString,
                     response_serializer=rtbench_dot_cri_dot_api__pb2.ListPodSandboxResponse.SerializeToString,
+            ),
+            'RunPodSandbox': grpc.unary_unary_rpc_method_handler(
+                    servicer.RunPodSandbox,
+                    request_deserializer=rtbench_dot_cri_dot_api__pb2.RunPodSandboxRequest.FromString,
+                    response_serializer=rtbench_dot_cri_dot_api__pb2.RunPodSandboxResponse.SerializeToString,
+            ),
+            'StopPodSandbox': grpc.unary_unary_rpc_method_handler(
+                    servicer.StopPodSandbox,
+                    request_deserializer=rtbench_dot_cri_dot_api__pb2.StopPodSandboxRequest.FromString,
+                    response_serializer=rtbench_dot_cri_dot_api__pb2.StopPodSandboxResponse.SerializeToString,
+            ),
+            'RemovePodSandbox': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemovePodSandbox,
+                    request_deserializer=rtbench_dot_cri_dot_api__pb2.RemovePodSandboxRequest.FromString,
+                    response_serializer=rtbench_dot_cri_dot_api__pb2.RemovePodSandboxResponse.SerializeToString,
+            ),
+            'CreateContainer': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateContainer,
+                    request_deserializer=rtbench_dot_cri_dot_api__pb2.CreateContainerRequest.FromString,
+                    response_serializer=rtbench_dot_cri_dot_api__pb2.CreateContainerResponse.SerializeToString,
+            ),
+            'StartContainer': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartContainer,
+                    request_deserializer=rtbench_dot_cri_dot_api__pb2.StartContainerRequest.FromString,
+                    response_serializer=rtbench_dot_cri_dot_api__pb2.StartContainerResponse.SerializeToString,
+            ),
+            'StopContainer': grpc.unary_unary_rpc_method_handler(
+                    servicer.StopContainer,
+                    request_deserializer=rtbench_dot_cri_dot_api__pb2.StopContainerRequest.FromString,
+                    response_serializer=rtbench_dot_cri_dot_api__pb2.StopContainerResponse.SerializeToString,
+            ),
+            'RemoveContainer': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveContainer,
+                    request_deserializer=rtbench_dot_cri_dot_api__pb2.RemoveContainerRequest.FromString,
+                    response_serializer=rtbench_dot_cri_dot_api__pb2.RemoveContainerResponse.SerializeToString,
+            ),
+            'ListContainers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListContainers,
+                    request_deserializer=rtbench_dot_cri_dot_api__pb2.ListContainersRequest.FromString,
+                    response_serializer=rtbench_dot_cri_dot_api__pb2.ListContainersResponse.SerializeToString,
+            ),
+            'ContainerStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.ContainerStatus,
+                    request_deserializer=rtbench_dot_cri_dot_api__pb2.ContainerStatusRequest.FromString,
+                    response_serializer=rtbench_dot_cri_dot_api__pb2.ContainerStatusResponse.SerializeToString,
+            ),
+            'ReopenContainerLog': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReopenContainerLog,
+                    request_deserializer=rtbench_dot_cri_dot_api__pb2.ReopenContainerLogRequest.FromString,
+                    response_serializer=rtbench_dot_cri_dot_api__pb2.ReopenContainerLogResponse.SerializeToString,
+            ),
+            'Status': grpc.unary_unary_rpc_method_handler(
+                    servicer.Status,
+                    request_deserializer=rtbench_dot_cri_dot_api__pb2.StatusRequest.FromString,
+                    response_serializer=rtbench_dot_cri_dot_api__pb2.StatusResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -175,6 +352,419 @@ class RuntimeService:
             '/runtime.v1.RuntimeService/ListPodSandbox',
             rtbench_dot_cri_dot_api__pb2.ListPodSandboxRequest.SerializeToString,
             rtbench_dot_cri_dot_api__pb2.ListPodSandboxResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RunPodSandbox(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/runtime.v1.RuntimeService/RunPodSandbox',
+            rtbench_dot_cri_dot_api__pb2.RunPodSandboxRequest.SerializeToString,
+            rtbench_dot_cri_dot_api__pb2.RunPodSandboxResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StopPodSandbox(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/runtime.v1.RuntimeService/StopPodSandbox',
+            rtbench_dot_cri_dot_api__pb2.StopPodSandboxRequest.SerializeToString,
+            rtbench_dot_cri_dot_api__pb2.StopPodSandboxResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemovePodSandbox(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/runtime.v1.RuntimeService/RemovePodSandbox',
+            rtbench_dot_cri_dot_api__pb2.RemovePodSandboxRequest.SerializeToString,
+            rtbench_dot_cri_dot_api__pb2.RemovePodSandboxResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateContainer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/runtime.v1.RuntimeService/CreateContainer',
+            rtbench_dot_cri_dot_api__pb2.CreateContainerRequest.SerializeToString,
+            rtbench_dot_cri_dot_api__pb2.CreateContainerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartContainer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/runtime.v1.RuntimeService/StartContainer',
+            rtbench_dot_cri_dot_api__pb2.StartContainerRequest.SerializeToString,
+            rtbench_dot_cri_dot_api__pb2.StartContainerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StopContainer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/runtime.v1.RuntimeService/StopContainer',
+            rtbench_dot_cri_dot_api__pb2.StopContainerRequest.SerializeToString,
+            rtbench_dot_cri_dot_api__pb2.StopContainerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveContainer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/runtime.v1.RuntimeService/RemoveContainer',
+            rtbench_dot_cri_dot_api__pb2.RemoveContainerRequest.SerializeToString,
+            rtbench_dot_cri_dot_api__pb2.RemoveContainerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListContainers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/runtime.v1.RuntimeService/ListContainers',
+            rtbench_dot_cri_dot_api__pb2.ListContainersRequest.SerializeToString,
+            rtbench_dot_cri_dot_api__pb2.ListContainersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ContainerStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/runtime.v1.RuntimeService/ContainerStatus',
+            rtbench_dot_cri_dot_api__pb2.ContainerStatusRequest.SerializeToString,
+            rtbench_dot_cri_dot_api__pb2.ContainerStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReopenContainerLog(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/runtime.v1.RuntimeService/ReopenContainerLog',
+            rtbench_dot_cri_dot_api__pb2.ReopenContainerLogRequest.SerializeToString,
+            rtbench_dot_cri_dot_api__pb2.ReopenContainerLogResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Status(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/runtime.v1.RuntimeService/Status',
+            rtbench_dot_cri_dot_api__pb2.StatusRequest.SerializeToString,
+            rtbench_dot_cri_dot_api__pb2.StatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class ImageServiceStub:
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.ListImages = channel.unary_unary(
+                '/runtime.v1.ImageService/ListImages',
+                request_serializer=rtbench_dot_cri_dot_api__pb2.ListImagesRequest.SerializeToString,
+                response_deserializer=rtbench_dot_cri_dot_api__pb2.ListImagesResponse.FromString,
+                _registered_method=True)
+        self.ImageStatus = channel.unary_unary(
+                '/runtime.v1.ImageService/ImageStatus',
+                request_serializer=rtbench_dot_cri_dot_api__pb2.ImageStatusRequest.SerializeToString,
+                response_deserializer=rtbench_dot_cri_dot_api__pb2.ImageStatusResponse.FromString,
+                _registered_method=True)
+
+
+class ImageServiceServicer:
+    """Missing associated documentation comment in .proto file."""
+
+    def ListImages(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ImageStatus(self, request, context):
+        """An absent image answers with an empty ``image``, not an error.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_ImageServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'ListImages': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListImages,
+                    request_deserializer=rtbench_dot_cri_dot_api__pb2.ListImagesRequest.FromString,
+                    response_serializer=rtbench_dot_cri_dot_api__pb2.ListImagesResponse.SerializeToString,
+            ),
+            'ImageStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.ImageStatus,
+                    request_deserializer=rtbench_dot_cri_dot_api__pb2.ImageStatusRequest.FromString,
+                    response_serializer=rtbench_dot_cri_dot_api__pb2.ImageStatusResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'runtime.v1.ImageService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('runtime.v1.ImageService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class ImageService:
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def ListImages(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/runtime.v1.ImageService/ListImages',
+            rtbench_dot_cri_dot_api__pb2.ListImagesRequest.SerializeToString,
+            rtbench_dot_cri_dot_api__pb2.ListImagesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImageStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/runtime.v1.ImageService/ImageStatus',
+            rtbench_dot_cri_dot_api__pb2.ImageStatusRequest.SerializeToString,
+            rtbench_dot_cri_dot_api__pb2.ImageStatusResponse.FromString,
             options,
             channel_credentials,
             insecure,
