@@ -107,7 +107,9 @@ class ObserveSettings:
     """Availability probing after the first response: once a second, like a
     readiness probe at its shortest period."""
     probe_rate: float = 5000.0
-    """Attempts per second shared by all pods on the node. A refused attempt costs
+    """Attempts per second shared by all pods on the node; 0 turns the prober off (no
+    first_response: watch and containerd phases only, to measure the prober's own effect
+    on start-up). Otherwise: A refused attempt costs
     about 15 µs of CPU (mostly the kernel's TCP), so this caps the prober near 8% of
     a core. In a 100-pod burst on 2 nodes (bench/agent_probe.py) 2000/s left each
     waiting pod ~100 attempts/s (p99 error 15-18 ms); 5000/s gave p99 ~8 ms at ~12%
@@ -167,6 +169,8 @@ class ObserveSettings:
             if f.name.endswith("_s") or f.name in ("probe_rate", "probe_growth"):
                 if isinstance(value, bool) or not isinstance(value, int | float):
                     return f"{f.name} must be a number, got {value!r}"
+                if f.name == "probe_rate" and value == 0:
+                    continue  # the prober is off
                 if not math.isfinite(value) or value <= 0:
                     return f"{f.name} must be a positive number, got {value!r}"
         if self.probe_first_interval_s > self.probe_max_interval_s:
@@ -266,6 +270,7 @@ class NodeObserver:
                 self._known_ref,
                 socket=settings.containerd_socket,
                 namespace=settings.containerd_namespace,
+                node=settings.node,
                 on_container=self._container_phase,
                 on_address=self.on_address,
             )
@@ -373,7 +378,7 @@ class NodeObserver:
             if address is not None:
                 self.prober.hint_sandbox(uid, address.sandbox_started_ns)
             target = self._target(tracked, address)
-            if target is not None:
+            if target is not None and self._settings.probe_rate > 0:
                 self.prober.track(
                     tracked.ref,
                     target,

@@ -322,6 +322,8 @@ class Prober:
 
     async def run(self) -> None:
         """Serve the pods until cancelled; attempts run as tasks of one TaskGroup."""
+        if self._s.probe_rate == 0:
+            await asyncio.Event().wait()  # probing is off: nothing is ever tracked
         async with asyncio.TaskGroup() as group:
             self._group = group
             try:

@@ -175,6 +175,7 @@ class RuntimeEvents:
         *,
         socket: str,
         namespace: str,
+        node: str = "",
         on_container: Callable[[str, int, int], None] | None = None,
         on_address: Callable[[PodAddress], None] | None = None,
         hold_s: float = HOLD_S,
@@ -184,6 +185,7 @@ class RuntimeEvents:
     ) -> None:
         self._socket = socket
         self._namespace = namespace
+        self._node = node
         self._max_uncertainty_ns = max_uncertainty_ns
         self._rng = rng or random.Random()
         self.counters = RuntimeCounters()
@@ -376,7 +378,7 @@ class RuntimeEvents:
         if cid in self._containers:
             return self._containers[cid]
         found = await client.get_container(cid)
-        info = CriContainer.parse(found) if found is not None else None
+        info = CriContainer.parse(found, self._node) if found is not None else None
         remember(self._containers, cid, info)
         return info
 
@@ -393,7 +395,7 @@ class RuntimeEvents:
         """Emits the exact exits of stopped tasks; returns the bracketed creates and starts
         (to be offered once the stream has settled)."""
         for container in containers:
-            remember(self._containers, container.id, CriContainer.parse(container))
+            remember(self._containers, container.id, CriContainer.parse(container, self._node))
         lower_ns = max(0, self._covered_ns - ORDER_MARGIN_NS) if self._covered_ns else 0
         return recover(
             self._phases,

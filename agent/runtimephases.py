@@ -56,6 +56,9 @@ POD_NAME_LABEL = "io.kubernetes.pod.name"
 POD_NAMESPACE_LABEL = "io.kubernetes.pod.namespace"
 CONTAINER_NAME_LABEL = "io.kubernetes.container.name"
 KIND_LABEL = "io.cri-containerd.kind"
+NODE_LABEL = "rtbench.dev/node"
+"""Set by rtbench's embedded real-pod nodes, whose kubelets share one containerd: the
+node a container belongs to. Real kubelets never set it (one containerd per node)."""
 
 HOLD_S = 30.0
 """How long an observation waits for the watch to see its pod: the watch sees a pod when
@@ -112,11 +115,14 @@ class CriContainer:
     created_ns: int
 
     @classmethod
-    def parse(cls, container: containers_pb2.Container) -> CriContainer | None:
-        """The container's CRI identity; None without a pod UID and a known kind."""
+    def parse(cls, container: containers_pb2.Container, node: str = "") -> CriContainer | None:
+        """The container's CRI identity; None without a pod UID and a known kind, or
+        when its ``NODE_LABEL`` names a node other than ``node``."""
         labels = container.labels
         kind, uid = labels.get(KIND_LABEL, ""), labels.get(POD_UID_LABEL, "")
         if kind not in STARTS or not uid:
+            return None
+        if node and labels.get(NODE_LABEL, node) != node:
             return None
         return cls(
             id=container.id,

@@ -322,7 +322,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("--watch-reconnect-max", "observe", "reconnect_max_s", _float, "watch backoff cap, s"),
     Option("--probe-port", "observe", "probe_port", _int, "port when a pod declares none"),
     Option("--probe-path", "observe", "probe_path", _text, "HTTP path to probe"),
-    Option("--probe-rate", "observe", "probe_rate", _float, "probe attempts/s on the node"),
+    Option(
+        "--probe-rate",
+        "observe",
+        "probe_rate",
+        _float,
+        "probe attempts/s on the node; 0 turns probing off",
+    ),
     Option("--probe-timeout", "observe", "probe_timeout_s", _float, "per probe attempt, s"),
     Option(
         "--probe-first-interval",

@@ -113,6 +113,9 @@ WAITING_FAILURES = frozenset(
         "CreateContainerError",
         "CreateContainerConfigError",
         "RunContainerError",
+        # A sandbox the runtime refuses (a handler it lacks, a network it cannot set up):
+        # a kubelet retries it for ever; rtbench's real-pod node names it this way.
+        "CreatePodSandboxError",
     }
 )
 TERMINATED_FAILURES = frozenset(

@@ -50,12 +50,15 @@ def decoding_handler(
     servicer: Any, service: ServiceDescriptor, describe: Describe = _default_describe
 ) -> Any:
     """The generic RPC handler of ``service``, calling ``servicer``'s method of each name
-    with the decoded request; ``describe`` words the INVALID_ARGUMENT message."""
+    with the decoded request; ``describe`` words the INVALID_ARGUMENT message. Methods
+    the servicer does not define are left out, so callers get UNIMPLEMENTED."""
     handlers = {}
     for method in service.methods:
         kind = message_factory.GetMessageClass(method.input_type)
         serialize = message_factory.GetMessageClass(method.output_type).SerializeToString
-        behavior: Callable[..., Any] = getattr(servicer, method.name)
+        behavior: Callable[..., Any] | None = getattr(servicer, method.name, None)
+        if behavior is None:
+            continue
         if method.client_streaming:
             raise ValueError(f"{service.full_name}.{method.name}: client streaming is not handled")
         if method.server_streaming and inspect.isasyncgenfunction(behavior):

@@ -25,7 +25,7 @@ import math
 import os
 import shutil
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,11 @@ from .reportcli import write_report
 __all__ = ["DemoSettings", "add_parser", "demo_plan_yaml", "run"]
 
 ENV_PREFIX = "RTBENCH_RTCTL_DEMO_"
+REAL_RUNTIMES = ("runc", "crun", "runsc")
+"""The real runtimes the demo compares: runc, the faster crun and gVisor."""
+SIMULATED_RUNTIMES = ("runc", "crun", "runsc", "kata-qemu", "kata-fc")
+"""A container runtime, a faster one, gVisor and two Kata VMMs: the contrasts the
+studies in DESIGN.md report, in profiles the simulator has."""
 
 
 @dataclass(frozen=True)
@@ -52,9 +57,13 @@ class DemoSettings:
     """Relative to where the demo is run, so the report is easy to find afterwards."""
     nodes: int = 2
     """The issue's demo cluster: the smallest where pods spread over nodes."""
-    runtimes: tuple[str, ...] = ("runc", "crun", "runsc", "kata-qemu", "kata-fc")
-    """A container runtime, a faster one, gVisor and two Kata VMMs: the contrasts the
-    studies in DESIGN.md report, in profiles the simulator has."""
+    pods: str = "auto"
+    """real: real containers through rtbench's own containerd (root, containerd, runc);
+    simulated: the simulator's runtime profiles; auto: real where this machine can, else
+    simulated, saying why."""
+    runtimes: tuple[str, ...] = ()
+    """Empty: by what the pods are. Real: ``REAL_RUNTIMES`` this machine can run;
+    simulated: ``SIMULATED_RUNTIMES``."""
     replicas: tuple[int, ...] = (20,)
     """Enough pods for percentiles to mean something, few enough for 2 cores."""
     repetitions: int = 3
@@ -82,8 +91,8 @@ class DemoSettings:
         """UsageError for values the demo cannot run with (no I/O)."""
         if not 1 <= self.nodes <= 20:
             raise UsageError(f"--nodes must be between 1 and 20, got {self.nodes}")
-        if not self.runtimes:
-            raise UsageError("--runtimes must name at least one runtime class")
+        if self.pods not in ("auto", "real", "simulated"):
+            raise UsageError(f"--pods must be auto, real or simulated, got {self.pods!r}")
         if not self.replicas or min(self.replicas) < 1:
             raise UsageError("--replicas must be positive counts, e.g. 20 or 10,30")
         if self.repetitions < 1:
@@ -117,7 +126,13 @@ def _counts(text: str) -> tuple[int, ...]:
 _OPTIONS: dict[str, tuple[Callable[[str], Any], str, str]] = {
     "out": (Path, "DIR", "directory for the report, the plan and the stack's files"),
     "nodes": (int, "N", "simulated nodes, one agent each"),
-    "runtimes": (_names, "LIST", "comma-separated runtime classes (simulator profiles)"),
+    "pods": (str, "MODE", "auto, real or simulated: real containers or runtime profiles"),
+    "runtimes": (
+        _names,
+        "LIST",
+        "comma-separated runtime classes (default: runc,crun,runsc with real pods, "
+        "runc,crun,runsc,kata-qemu,kata-fc simulated)",
+    ),
     "replicas": (_counts, "LIST", "comma-separated replica counts"),
     "repetitions": (int, "N", "runs of each runtime x replica count"),
     "seed": (int, "N", "seed of the simulator's delays and of the run order"),
@@ -157,6 +172,8 @@ def add_parser(subparsers: Any) -> None:
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
         if name == "seed":
             text += " (default: random delays; the run order is then seeded by the plan id)"
+        elif name == "runtimes":
+            pass
         else:
             text += f" (default {shown})"
         parser.add_argument(_flag(name), dest=name, metavar=metavar, default=None, help=text)
@@ -182,8 +199,22 @@ def demo_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> DemoS
     return settings
 
 
+def demo_runtimes(
+    settings: DemoSettings, pods: str, handlers: Mapping[str, str]
+) -> tuple[str, ...]:
+    """The runtimes to compare: the user's, else the defaults for real or simulated pods
+    (real: those of ``REAL_RUNTIMES`` whose handler is ``available`` here)."""
+    if settings.runtimes:
+        return settings.runtimes
+    if pods == "real":
+        return tuple(r for r in REAL_RUNTIMES if handlers.get(r) == "available")
+    return SIMULATED_RUNTIMES
+
+
 def demo_plan_yaml(settings: DemoSettings) -> str:
     """The embedded plan, as a commented plan file (rtctl run-plan runs it unchanged)."""
+    if not settings.runtimes:
+        raise UsageError("the demo has no runtime to compare")
     plan = {
         "plan": "demo",
         "test_id": "demo",
@@ -212,11 +243,15 @@ def _influxdb(settings: DemoSettings) -> bool:
 
 async def run(args: argparse.Namespace) -> int:
     settings = demo_settings(args, os.environ)
-    # Everything that can be refused is checked before DIR or a file in it is made.
-    plan_text = demo_plan_yaml(settings)
+    # Everything that can be refused is checked before DIR or a file in it is made (the
+    # runtimes are only known once the cluster says what its pods are: check with the
+    # simulated defaults, the largest set).
     out = settings.out.resolve()
     plan_path = out / "plan.yaml"
-    plan = parse_plan(plan_text, str(plan_path))
+    parse_plan(
+        demo_plan_yaml(replace(settings, runtimes=settings.runtimes or SIMULATED_RUNTIMES)),
+        str(plan_path),
+    )
     influx = _influxdb(settings)
     console = cliargs.console()
 
@@ -226,7 +261,6 @@ async def run(args: argparse.Namespace) -> int:
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} exists and is not a directory")
     out.mkdir(parents=True, exist_ok=True)
-    plan_path.write_text(plan_text, encoding="utf-8")
     root = out / "stack"
     say(f"writing to {out} (the stack's journal and logs in {root})")
     say(
@@ -242,12 +276,34 @@ async def run(args: argparse.Namespace) -> int:
         seed=settings.seed,
         pleg_period=settings.pleg_period_s,
         start_influxd=influx,
+        pods=settings.pods,
         # The agents keep their default sampling: memory per pod takes its "before" from the
         # sample at first sight of a run's pod and its "after" from the one each ready
         # triggers (collector/summaries.py), so a short settle needs no faster sampling.
     )
-    say(f"starting the local stack: simulated cluster ({settings.nodes} nodes), collector, agents")
+    wanted = {
+        "auto": "real pods where possible",
+        "real": "real pods",
+        "simulated": "simulated pods",
+    }
+    say(
+        f"starting the local stack: embedded cluster ({settings.nodes} nodes, "
+        f"{wanted[settings.pods]}), collector, agents"
+    )
     async with LocalStack(stack_settings, progress=say) as stack:
+        if stack.pods == "real":
+            say(f"pods are real containers (containerd {stack.real_containerd})")
+            for handler, why in sorted(stack.real_handlers.items()):
+                if why != "available":
+                    say(f"  {handler}: not available here ({why})")
+        else:
+            why = f": {stack.real_unavailable}" if stack.real_unavailable else ""
+            say(f"pods are simulated (runtime profiles){why}")
+        runtimes = demo_runtimes(settings, stack.pods, stack.real_handlers)
+        plan_text = demo_plan_yaml(replace(settings, runtimes=runtimes))
+        plan = parse_plan(plan_text, str(plan_path))
+        plan_path.write_text(plan_text, encoding="utf-8")
+        say(f"comparing {', '.join(runtimes)}; the plan: {plan_path}")
         outcome, report = await run_plan(plan, stack.connection(), console)
         say("writing the report (HTML, PNG figures, JSON)")
         paths = await asyncio.to_thread(write_report, report, out)

@@ -44,6 +44,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import grpc
 
@@ -58,7 +59,11 @@ __all__ = ["LocalStack", "StackError", "StackSettings"]
 
 log = logging.getLogger(__name__)
 
-SIM_READY = re.compile(r"^rtbench-sim ready url=(\S+) kubeconfig=(\S+) nodes=(\d+)$", re.M)
+SIM_READY = re.compile(
+    r"^rtbench-sim ready url=(\S+) kubeconfig=(\S+) nodes=(\d+)"
+    r"(?: pods=(\w+))?(?: containerd=(\S+))?$",
+    re.M,
+)
 COLLECTOR_READY = re.compile(
     r"^collector ready listen=(\S+) journal=(\S+) collector_id=(\w+)$", re.M
 )
@@ -96,6 +101,10 @@ class StackSettings:
     containerd: bool | None = None
     """Serve a containerd socket per node and let the agents read it (sandbox and container
     phases). None: when both the simulator and the agent support it; True: required."""
+    pods: str | None = None
+    """``rtbench-sim --node-mode``: simulated, real (real containers through rtbench's own
+    containerd; needs root) or auto (real where this machine can). None keeps the
+    simulator's default, simulated."""
     start_timeout: float = 120.0
     """Seconds to wait for each step of the start; generous, since 2 busy cores may start
     a Python process slowly."""
@@ -140,6 +149,14 @@ class LocalStack:
         self.journal = Path()
         self.collector_id = ""
         self.nodes: tuple[str, ...] = ()
+        self.pods = "simulated"
+        """What the cluster's pods are: ``real`` containers or ``simulated`` ones."""
+        self.real_containerd: Path | None = None
+        """The real containerd's socket the agents read, when pods are real."""
+        self.real_unavailable: str | None = None
+        """Why ``pods="auto"`` gave simulated pods (the simulator's reason)."""
+        self.real_handlers: dict[str, str] = {}
+        """With real pods: each runtime handler, ``available`` or why it is not."""
         self.influx_url: str | None = settings.influx_url
         self.pids: dict[str, int] = {}
         """Every process the stack started, by name (kept after stop, for checks)."""
@@ -217,6 +234,7 @@ class LocalStack:
             ("--profiles", s.profiles),
             ("--workload", s.workload),
             ("--pleg-period", s.pleg_period),
+            ("--node-mode", s.pods),
         ):
             if value is not None:
                 sim_argv += [flag, str(value)]
@@ -233,6 +251,13 @@ class LocalStack:
         self._progress(f"waiting for the simulated cluster ({s.nodes} nodes)")
         ready = self._wait_line(sim, SIM_READY)
         self.sim_url, self.kubeconfig = ready[1], Path(ready[2])
+        self.pods = ready[4] or "simulated"
+        self.real_containerd = Path(ready[5]) if ready[5] else None
+        if self.pods == "real":
+            handlers = self._sim_state().get("handlers") or {}
+            self.real_handlers = {str(k): str(v) for k, v in handlers.items()}
+        elif s.pods == "auto":
+            self.real_unavailable = self._sim_state().get("realUnavailable")
         self._progress("waiting for the collector")
         ready = self._wait_line(collector, COLLECTOR_READY)
         self.collector_address, self.journal, self.collector_id = ready[1], Path(ready[2]), ready[3]
@@ -252,7 +277,11 @@ class LocalStack:
             argv += ["--state-dir", str(s.root / f"agent-{node}")]
             if self._mirror is not None:
                 argv += ["--proc-root", str(self._mirror.proc_root(node))]
-            if self._ctd_dir is not None:
+            if self.real_containerd is not None:
+                # Real pods: every node's agent reads rtbench's one containerd, as an
+                # agent on K3s reads its node's; each keeps the pods bound to its node.
+                argv += ["--containerd-socket", str(self.real_containerd)]
+            elif self._ctd_dir is not None:
                 argv += ["--containerd-socket", str(self._ctd_dir / f"{node}.sock")]
             elif supports("agent", "run", "--containerd-socket"):
                 # Left alone, an agent finds this machine's own containerd, if any, and
@@ -308,6 +337,14 @@ class LocalStack:
 
     def _wait_line(self, proc: StackProcess, pattern: re.Pattern[str]) -> re.Match[str]:
         return proc.wait_line(pattern, self.settings.start_timeout, self._cancel.is_set)
+
+    def _sim_state(self) -> dict[str, Any]:
+        try:
+            with urllib.request.urlopen(self.sim_url + "/_sim/state", timeout=30) as reply:
+                state = json.loads(reply.read())
+        except (OSError, ValueError):
+            return {}
+        return state if isinstance(state, dict) else {}
 
     def _node_names(self) -> tuple[str, ...]:
         with urllib.request.urlopen(self.sim_url + "/api/v1/nodes", timeout=30) as reply:

@@ -4,9 +4,10 @@ Settings come from defaults < environment (``RTBENCH_SIM_<FLAG>``, e.g.
 ``RTBENCH_SIM_NODES=3``) < flags. Once serving it prints exactly one line on
 stdout, which scripts and tests parse::
 
-    rtbench-sim ready url=http://127.0.0.1:PORT kubeconfig=PATH nodes=N
+    rtbench-sim ready url=http://127.0.0.1:PORT kubeconfig=PATH nodes=N pods=MODE [containerd=S]
 
-and logs to stderr. SIGTERM or SIGINT stops accepting requests, kills every
+(MODE is ``simulated`` or ``real``; with real pods, S is the socket of the containerd the
+agents read) and logs to stderr. SIGTERM or SIGINT stops accepting requests, kills every
 workload process and exits 0. Usage errors print one line and exit 2;
 operational errors (cannot listen, cannot build the workload, a cluster loop
 crashed) print one line and exit 1.
@@ -127,6 +128,13 @@ _OPTIONS: list[tuple[str, Callable[[str], Any], str]] = [
         "serve containerd's gRPC API (events, containers, tasks) for each node on "
         "DIR/<node>.sock, for `agent run --containerd-socket` (default: off)",
     ),
+    (
+        "--node-mode",
+        str,
+        "simulated: pods follow the runtime profiles' delays; real: real containers through "
+        "rtbench's own containerd with runc, crun and runsc (needs root, scripts/setup "
+        "installs the packages); auto: real where possible, else simulated (default simulated)",
+    ),
     ("--log-level", str, "debug, info, warning or error (default info)"),
 ]
 
@@ -192,8 +200,11 @@ async def serve(settings: SimSettings, kubeconfig: Path | None) -> int:
         await cluster.start()
         assert cluster.state_dir is not None
         path = cluster.write_kubeconfig(kubeconfig or cluster.state_dir / "kubeconfig")
+        real = f" containerd={cluster.real_socket}" if cluster.real_socket else ""
         print(
-            f"{PROG} ready url={cluster.url} kubeconfig={path} nodes={settings.nodes}", flush=True
+            f"{PROG} ready url={cluster.url} kubeconfig={path} nodes={settings.nodes} "
+            f"pods={cluster.node_mode}{real}",
+            flush=True,
         )
         stopping = asyncio.ensure_future(stop.wait())
         failing = asyncio.ensure_future(cluster.wait_failed())

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 import shutil
 import signal
@@ -29,14 +30,18 @@ from collections.abc import AsyncIterator, Coroutine, Mapping
 from dataclasses import fields, replace
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import grpc
 from aiohttp import web
 
-from . import admin
+from rtbench.cri import api_pb2 as cri_pb2
+
+from . import admin, errors
 from .apiserver import ApiServer, build_app
 from .audit import RequestLog
 from .containerd_api import ContainerdSockets
+from .cripod import Cri, CriContainer
 from .deployments import DeploymentController
 from .errors import BadRequest, ConfigError, NotFound, SimError
 from .faults import Faults
@@ -54,6 +59,9 @@ from .scheduling import Scheduler
 from .settings import FIELD_NAMES, SimSettings
 from .store import Store, WatchClosed
 from .workload import ensure_workload
+
+if TYPE_CHECKING:
+    from .realnode.containerd import RealContainerd
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +111,22 @@ class SimCluster:
         """The per-node containerd sockets, when ``containerd_dir`` is set."""
         self.kubeconfig: Path | None = None
         """Where ``write_kubeconfig`` last wrote."""
+        self.real: RealContainerd | None = None
+        """rtbench's own containerd, when pods are real (``node_mode`` real or auto)."""
+        self._cri: Cri | None = None
+        self.real_unavailable: str | None = None
+        """Why ``node_mode`` auto fell back to simulated pods."""
+        self._runtime_version: str | None = None
+
+    @property
+    def node_mode(self) -> str:
+        """``real`` when pods are real containers, else ``simulated``."""
+        return "real" if self.real is not None else "simulated"
+
+    @property
+    def real_socket(self) -> Path | None:
+        """The real containerd's socket (events and CRI), for the agents."""
+        return self.real.socket if self.real is not None else None
 
     # -- lifetime ---------------------------------------------------------------------
 
@@ -127,6 +151,8 @@ class SimCluster:
         else:
             self.state_dir = s.state_dir
             self.state_dir.mkdir(parents=True, exist_ok=True)
+        if s.node_mode != "simulated":
+            await self._start_real()
         self._seed()
         scheduler = Scheduler(self.registry, self.store)
         deployments = DeploymentController(self.registry, self.store, self.rng)
@@ -150,12 +176,18 @@ class SimCluster:
                 state_dir=self.state_dir / "pods",
                 events=self.events,
                 rng=self.rng,
+                real=self.real,
+                cri=self._cri,
             )
             self.kubelets[name] = kubelet
             loops.append((f"kubelet {name}", kubelet.run()))
-            if s.pleg_period > 0:
+            if s.pleg_period > 0 or self.real is not None:
                 loops.append((f"pleg {name}", kubelet.relist_loop()))
-        if s.containerd_dir is not None:
+        if s.containerd_dir is not None and self.real is not None:
+            log.info(
+                "real pods: the agents read %s, no simulated containerd sockets", self.real.socket
+            )
+        elif s.containerd_dir is not None:
             self.containerd = ContainerdSockets(s.containerd_dir, self.kubelets, self.events)
             loops.append(("containerd-feed", self.containerd.feed()))
         self._supervisor = asyncio.get_running_loop().create_task(
@@ -182,11 +214,63 @@ class SimCluster:
                 raise
         log.info("serving %s with %d nodes", self.url, s.nodes)
 
+    async def _start_real(self) -> None:
+        """Start rtbench's containerd; in auto mode fall back to profiles if it cannot run."""
+        # Imported only here: a simulated-only cluster never loads the real node's parts.
+        from .realnode.containerd import RealContainerd
+
+        real = RealContainerd()
+        try:
+            await real.start()
+        except errors.RealNodeUnavailable as exc:
+            if self.settings.node_mode == "real":
+                raise
+            self.real_unavailable = str(exc)
+            log.warning("real pods are not possible here, pods run on runtime profiles: %s", exc)
+            return
+        self.real = real
+        self._cri = Cri(real.socket)
+        try:
+            version = await self._cri.runtime.Version(cri_pb2.VersionRequest(), timeout=10)
+            self._runtime_version = f"{version.runtime_name}://{version.runtime_version}"
+        except grpc.aio.AioRpcError:
+            self._runtime_version = "containerd://unknown"
+        usable = sorted(h for h, why in real.handlers.items() if why is None)
+        log.info("real pods through %s, handlers %s", real.socket, ", ".join(usable))
+        for handler, why in sorted(real.handlers.items()):
+            if why is not None:
+                log.info("handler %s is not available here: %s", handler, why)
+
     def _seed(self) -> None:
         for name in SYSTEM_NAMESPACES:
             self.registry.create(NAMESPACES, None, {"metadata": {"name": name}})
         for index in range(1, self.settings.nodes + 1):
-            self.store.create("Node", build_node(index, self._machine, self.settings.max_pods))
+            self.store.create(
+                "Node",
+                build_node(
+                    index,
+                    self._machine,
+                    self.settings.max_pods,
+                    real_runtime=self._runtime_version if self.real is not None else None,
+                ),
+            )
+        if self.real is not None:
+            # Only the handlers this machine can run; the others are named, with
+            # their reasons, in the log and the state.
+            for handler, why in sorted(self.real.handlers.items()):
+                if why is None:
+                    self.registry.create(
+                        RUNTIMECLASSES,
+                        None,
+                        {
+                            "metadata": {
+                                "name": handler,
+                                "labels": {"rtbench.dev/simulated": "false"},
+                            },
+                            "handler": handler,
+                        },
+                    )
+            return
         for name, profile in sorted(self.profiles.items()):
             rc: Obj = {
                 "metadata": {"name": name, "labels": {"rtbench.dev/simulated": "true"}},
@@ -233,6 +317,10 @@ class SimCluster:
             self._supervisor.cancel()
             await asyncio.gather(self._supervisor, return_exceptions=True)
         await asyncio.gather(*(k.shutdown() for k in self.kubelets.values()))
+        if self._cri is not None:
+            await self._cri.close()
+        if self.real is not None:
+            await self.real.stop()
         self.events.close()
         if self._own_state_dir and self.state_dir is not None:
             await asyncio.to_thread(shutil.rmtree, self.state_dir, True)
@@ -340,6 +428,14 @@ class SimCluster:
             "problem": self._problem,
             "profiles": sorted(self.profiles),
             "pleg_period": self.settings.pleg_period,
+            "nodeMode": self.node_mode,
+            "realUnavailable": self.real_unavailable,
+            "realContainerd": str(self.real.socket) if self.real is not None else None,
+            "handlers": (
+                {h: why or "available" for h, why in sorted(self.real.handlers.items())}
+                if self.real is not None
+                else {}
+            ),
             "containerdSockets": {
                 name: str(path)
                 for name, path in (self.containerd.sockets if self.containerd else {}).items()
@@ -369,8 +465,19 @@ class SimCluster:
             raise NotFound(f'pods "{pod}" not found', name=pod, kind="pods")
         kubelet = self.kubelets.get((obj.get("spec") or {}).get("nodeName") or "")
         run = kubelet.find(obj["metadata"]["uid"], container) if kubelet else None
+        no_container = BadRequest(
+            f'pod "{pod}" has no running container {container or ""}'.rstrip()
+        )
+        if isinstance(run, CriContainer):
+            if run.pid is None or not run.running:
+                raise no_container
+            try:
+                os.kill(run.pid, sig)
+            except ProcessLookupError:
+                raise no_container from None
+            return run.pid
         if run is None or run.process is None or not run.process.running:
-            raise BadRequest(f'pod "{pod}" has no running container {container or ""}'.rstrip())
+            raise no_container
         pid = run.process.pid
         run.process.signal(sig)
         return pid
@@ -396,6 +503,15 @@ class SimCluster:
         if index < 0:
             return None
         current = run.instances - 1
+        if isinstance(run, CriContainer):
+            real = run
+
+            def real_running() -> bool:
+                return real.running and real.instances - 1 == current
+
+            return LogFile(
+                run.log_path(index), real_running if not previous else lambda: False, cri=True
+            )
 
         def running() -> bool:
             return run.process is not None and run.process.running and run.instances - 1 == current

@@ -58,6 +58,7 @@ from rtbench.grpcdecoding import decoding_handler, only_service
 from .containerd_filters import parse_all
 from .containerd_state import NodeRuntime, PodInfo
 from .cri_api import RuntimeService
+from .cripod import CriPodWorker
 from .errors import BadRequest, NotFound, SimError
 from .kubelet import Kubelet
 from .nodes import sim_version
@@ -197,7 +198,7 @@ def describe_pod(kubelet: Kubelet, pod_uid: str) -> PodInfo | None:
     return PodInfo(
         labels={str(k): str(v) for k, v in labels.items()},
         images={c.name: c.image for c in worker.containers},
-        handler=worker.profile.name,
+        handler=worker.handler if isinstance(worker, CriPodWorker) else worker.profile.name,
     )
 
 
@@ -270,16 +271,20 @@ class ContainerdSockets:
             _clear_stale_socket(path)
             runtime = self.runtimes[name]
             server = grpc.aio.server()
+            # CRI's ImageService is not served: the agent asks the runtime only.
             services = (
-                (EventsService(runtime), events_service_pb2),
-                (ContainersService(runtime), containers_pb2),
-                (TasksService(runtime), tasks_pb2),
-                (RuntimeService(runtime, sim_version()), cri_pb2),
+                (EventsService(runtime), only_service(events_service_pb2)),
+                (ContainersService(runtime), only_service(containers_pb2)),
+                (TasksService(runtime), only_service(tasks_pb2)),
+                (
+                    RuntimeService(runtime, sim_version()),
+                    cri_pb2.DESCRIPTOR.services_by_name["RuntimeService"],
+                ),
             )
             server.add_generic_rpc_handlers(
                 tuple(
-                    decoding_handler(servicer, only_service(module), _containerd_words)
-                    for servicer, module in services
+                    decoding_handler(servicer, service, _containerd_words)
+                    for servicer, service in services
                 )
             )
             try:

@@ -23,11 +23,13 @@ import random
 import secrets
 import signal
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from .addresses import AddressPool
 from .containers import ContainerRun
+from .cripod import Cri, CriContainer, CriPodWorker, CriRelister, RealRuntime
 from .objects import Obj, rfc3339
 from .podstatus import ContainerView, build_status
 from .profiles import DEFAULT_RUNTIME, RuntimeProfile
@@ -38,8 +40,19 @@ from .store import EventType, Store
 
 log = logging.getLogger(__name__)
 
+
+class _Readiness(Protocol):
+    """What publishing needs of a container, simulated or real."""
+
+    name: str
+
+    def ready(self, view: ContainerView) -> bool: ...
+
+
 SHUTDOWN_GRACE = 1.0
 """Seconds workloads get between SIGTERM and SIGKILL when the simulator stops."""
+REAL_MIN_RELIST = 0.02
+"""With ``pleg_period`` 0 a real-pod node still has to ask its runtime: this often."""
 
 
 class PodWorker:
@@ -258,6 +271,8 @@ class Kubelet:
         state_dir: Path,
         events: RuntimeEventLog,
         rng: random.Random,
+        real: RealRuntime | None = None,
+        cri: Cri | None = None,
     ) -> None:
         self.name = name
         self.node_ip = node_ip
@@ -270,15 +285,24 @@ class Kubelet:
         self.events = events
         self.rng = rng
         self.ips = AddressPool(index, settings.ip_quarantine)
-        self.workers: dict[str, PodWorker] = {}
+        self.real = real
+        """The node's real runtime (real-pod mode); None: pods run on runtime profiles."""
+        self.cri = cri
+        self._relister = CriRelister(name, cri) if cri is not None else None
+        self.workers: dict[str, PodWorker | CriPodWorker] = {}
         self.starting = 0
-        self._dirty: dict[str, PodWorker] = {}
+        self._dirty: dict[str, PodWorker | CriPodWorker] = {}
         self._watcher = store.subscribe(["Pod"])
+
+    def handler_for(self, pod: Obj) -> str:
+        """The runtime handler of the pod's RuntimeClass (none: the default runtime, runc)."""
+        name = pod["spec"].get("runtimeClassName") or DEFAULT_RUNTIME
+        rc = self.store.peek("RuntimeClass", "", name)
+        return str(rc.get("handler", name)) if rc else name
 
     def profile_for(self, pod: Obj) -> RuntimeProfile:
         name = pod["spec"].get("runtimeClassName") or DEFAULT_RUNTIME
-        rc = self.store.peek("RuntimeClass", "", name)
-        handler = rc.get("handler", name) if rc else name
+        handler = self.handler_for(pod)
         return (
             self.profiles.get(handler) or self.profiles.get(name) or self.profiles[DEFAULT_RUNTIME]
         )
@@ -310,7 +334,10 @@ class Kubelet:
             if md.get("deletionTimestamp"):
                 self.registry.remove("Pod", md["namespace"], md["name"], uid=md["uid"])
             elif (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed"):
-                worker = PodWorker(self, pod)
+                if self.real is not None and self.cri is not None:
+                    worker = CriPodWorker(self, pod, self.real, self.cri)
+                else:
+                    worker = PodWorker(self, pod)
                 self.workers[worker.uid] = worker
                 worker.start()
             return
@@ -320,10 +347,10 @@ class Kubelet:
 
     # -- PLEG -------------------------------------------------------------------------
 
-    def mark_dirty(self, worker: PodWorker) -> None:
+    def mark_dirty(self, worker: PodWorker | CriPodWorker) -> None:
         if worker.terminating:
             return  # the termination writes the final status itself
-        if self.settings.pleg_period == 0:
+        if self.settings.pleg_period == 0 and self.real is None:
             worker.observe()
             self.publish(worker)
         else:
@@ -332,9 +359,16 @@ class Kubelet:
     async def relist_loop(self) -> None:
         """Publish container-state changes once per PLEG period."""
         period = self.settings.pleg_period
+        if self._relister is not None:
+            # A real runtime is asked, not told: with period 0 ask as often as a
+            # relist can sensibly run, so "at once" means within a few ms.
+            period = period or REAL_MIN_RELIST
         assert period > 0, "with pleg_period 0 changes are published at once, no loop runs"
         while True:
             await asyncio.sleep(period - (time.monotonic() % period))
+            if self._relister is not None:
+                for worker in await self._relister.relist(self.workers):
+                    self._dirty[worker.uid] = worker
             self.relist()
 
     def relist(self) -> None:
@@ -344,13 +378,14 @@ class Kubelet:
                 worker.observe()
                 self.publish(worker)
 
-    def publish(self, worker: PodWorker, *, final_phase: str | None = None) -> None:
+    def publish(self, worker: PodWorker | CriPodWorker, *, final_phase: str | None = None) -> None:
         """Write the pod's status as the kubelet last observed it."""
         if worker.gone:
             return
+        containers: Sequence[_Readiness] = worker.containers
         ready = {
             c.name: final_phase is None and c.ready(v)
-            for c, v in zip(worker.containers, worker.observed, strict=True)
+            for c, v in zip(containers, worker.observed, strict=True)
         }
 
         def change(pod: Obj) -> None:
@@ -371,25 +406,35 @@ class Kubelet:
     # -- queries and faults --------------------------------------------------------------
 
     def processes(self) -> list[dict[str, object]]:
-        return [
-            {
-                "node": self.name,
-                "namespace": w.namespace,
-                "pod": w.name,
-                "container": c.name,
-                "pid": c.process.pid,
-                "ip": w.ip,
-                "port": c.port,
-            }
-            for w in self.workers.values()
-            for c in w.containers
-            if c.process is not None and c.process.running
-        ]
+        found: list[dict[str, object]] = []
+        for w in self.workers.values():
+            for c in w.containers:
+                if isinstance(c, CriContainer):
+                    pid = c.pid if c.running else None
+                else:
+                    pid = c.process.pid if c.process is not None and c.process.running else None
+                if pid is not None:
+                    found.append(
+                        {
+                            "node": self.name,
+                            "namespace": w.namespace,
+                            "pod": w.name,
+                            "container": c.name,
+                            "pid": pid,
+                            "ip": w.ip,
+                            "port": c.port,
+                        }
+                    )
+        return found
 
     def memory_used(self) -> int:
-        """Bytes the pods cost the node: runtime overhead plus the workloads' RSS."""
+        """Bytes the pods cost the node: their cgroups (real pods), else the runtime
+        profile's overhead plus the workloads' RSS."""
         total = 0
         for worker in self.workers.values():
+            if isinstance(worker, CriPodWorker):
+                total += worker.memory_bytes()
+                continue
             if worker.sandbox_created:
                 total += worker.profile.memory_overhead
             for container in worker.containers:
@@ -397,7 +442,7 @@ class Kubelet:
                     total += container.process.rss_bytes()
         return total
 
-    def find(self, uid: str, container: str | None) -> ContainerRun | None:
+    def find(self, uid: str, container: str | None) -> ContainerRun | CriContainer | None:
         worker = self.workers.get(uid)
         if worker is None:
             return None

@@ -78,7 +78,11 @@ def node_ip(index: int) -> str:
     return f"127.0.1.{index}"
 
 
-def build_node(index: int, machine: Machine, max_pods: int) -> Obj:
+def build_node(
+    index: int, machine: Machine, max_pods: int, *, real_runtime: str | None = None
+) -> Obj:
+    """Node ``index``; ``real_runtime`` (e.g. ``containerd://1.6.20``): its pods are real
+    containers on that runtime, which the node then says instead of ``rtbench-sim://``."""
     name = node_name(index)
     memory = f"{machine.memory_bytes // 1024}Ki"
     resources = {
@@ -120,7 +124,8 @@ def build_node(index: int, machine: Machine, max_pods: int) -> Obj:
                 "beta.kubernetes.io/arch": machine.arch,
                 "node.kubernetes.io/instance-type": "rtbench-sim",
             },
-            "annotations": {"rtbench.dev/simulated": "true"},
+            # The kubelet is always rtbench's; "simulated" says whether the pods are.
+            "annotations": {"rtbench.dev/simulated": "false" if real_runtime else "true"},
         },
         "spec": {"podCIDR": f"127.{index}.0.0/16", "podCIDRs": [f"127.{index}.0.0/16"]},
         "status": {
@@ -148,7 +153,7 @@ def build_node(index: int, machine: Machine, max_pods: int) -> Obj:
                 "bootID": new_uid(),
                 "kernelVersion": machine.kernel,
                 "osImage": machine.os_image,
-                "containerRuntimeVersion": f"rtbench-sim://{sim_version()}",
+                "containerRuntimeVersion": real_runtime or f"rtbench-sim://{sim_version()}",
                 "kubeletVersion": KUBELET_VERSION,
                 "kubeProxyVersion": KUBELET_VERSION,
                 "operatingSystem": "linux",

@@ -29,6 +29,26 @@ class LogFile:
     path: Path
     running: Callable[[], bool]
     """True while the process writing this file is alive."""
+    cri: bool = False
+    """The file is in the CRI log format a real runtime writes (``<time> <stream> <F|P>
+    <text>`` per line), which the kubelet turns back into the container's own output."""
+
+
+def from_cri(data: bytes) -> tuple[bytes, int]:
+    """The container's output in CRI-format ``data``, and how many bytes were whole lines.
+
+    A line still being written is left for the next read; a partial (``P``) entry is
+    joined to the next without a newline, as the kubelet does.
+    """
+    out: list[bytes] = []
+    end = data.rfind(b"\n") + 1
+    for line in data[:end].splitlines():
+        parts = line.split(b" ", 3)
+        if len(parts) < 3:
+            continue
+        text = parts[3] if len(parts) == 4 else b""
+        out.append(text if parts[2] == b"P" else text + b"\n")
+    return b"".join(out), end
 
 
 class LogSource(Protocol):
@@ -85,6 +105,8 @@ async def serve_log(
         raise BadRequest(f'container "{container}" in pod "{name}" is waiting to start: {reason}')
     data = await asyncio.to_thread(_read, found.path)
     offset = len(data)
+    if found.cri:
+        data, offset = from_cri(data)
     if options.tail_lines is not None:
         data = _tail(data, options.tail_lines)
     if not options.follow or options.previous:
@@ -111,7 +133,11 @@ async def serve_log(
         while True:
             alive = found.running()
             more = await asyncio.to_thread(_read, found.path, offset)
-            offset += len(more)
+            if found.cri:
+                more, used = from_cri(more)
+                offset += used
+            else:
+                offset += len(more)
             if more and not await send(more):
                 break
             if not alive and not more:

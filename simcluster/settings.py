@@ -16,6 +16,7 @@ from .nodes import node_name
 
 MAX_NODES = 254
 """Node i owns the pod range 127.i.0.0/16, so i must fit in one octet."""
+NODE_MODES = ("simulated", "real", "auto")
 MAX_SOCKET_PATH = 107
 """A unix socket path must fit sockaddr_un.sun_path (108 bytes with its NUL)."""
 
@@ -54,6 +55,11 @@ class SimSettings:
     """A released pod IP is not reused sooner, so a stale prober never reaches a new pod."""
     max_body_bytes: int = 3 * 2**20
     """The real API server's request size limit is 3 MiB."""
+    node_mode: str = "simulated"
+    """``simulated``: pods run the workload after the runtime profiles' delays;
+    ``real``: pods are real containers started through rtbench's own containerd (root,
+    containerd, runc; crun and runsc when installed); ``auto``: real where this machine
+    can, else simulated, with the reason logged and in the state."""
     containerd_dir: Path | None = None
     """Serve a containerd-compatible socket per node at DIR/<node>.sock; None: off, so a
     simulator never creates sockets nobody asked for and long state paths never hit the
@@ -82,6 +88,10 @@ class SimSettings:
             value = getattr(self, name)
             if not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
                 raise ConfigError(f"{name} must be a finite non-negative number, got {value!r}")
+        if self.node_mode not in NODE_MODES:
+            raise ConfigError(
+                f"node_mode must be one of {', '.join(NODE_MODES)}, got {self.node_mode!r}"
+            )
         if self.bookmark_interval == 0:
             raise ConfigError("bookmark_interval must be positive")
         if self.watch_timeout == 0:

@@ -489,3 +489,19 @@ async def test_off_runs_no_reader(api: k8s.ApiClient) -> None:
         api, RecordingOutbox(), ObserveSettings(node="sim-node-1", containerd_socket="off")
     )
     assert observer.runtime is None
+
+
+def test_containers_of_another_embedded_node_are_not_this_nodes() -> None:
+    """rtbench's real-pod nodes share one containerd and label each container with its
+    node; an agent keeps its own node's and unlabelled (real kubelet) containers."""
+    from agent.runtimephases import NODE_LABEL, CriContainer
+    from rtbench.containerd import containers_pb2
+
+    labels = {"io.kubernetes.pod.uid": "u1", "io.cri-containerd.kind": "sandbox"}
+    plain = containers_pb2.Container(id="a", labels=labels)
+    mine = containers_pb2.Container(id="b", labels={**labels, NODE_LABEL: "sim-node-1"})
+    theirs = containers_pb2.Container(id="c", labels={**labels, NODE_LABEL: "sim-node-2"})
+    assert CriContainer.parse(plain, "sim-node-1") is not None
+    assert CriContainer.parse(mine, "sim-node-1") is not None
+    assert CriContainer.parse(theirs, "sim-node-1") is None
+    assert CriContainer.parse(theirs) is not None, "without a node, every pod's container"

@@ -67,6 +67,8 @@ def test_environment_over_defaults_and_flags_over_environment() -> None:
     assert flags.log_level == "warning"
     assert flags.uplink.spool_max_bytes == 2 * 1000**3
     assert flags.observe.namespace == "bench", "unset flags keep the environment's value"
+    off = parse_run("--node n9 --collector 10.1.2.3:7070 --probe-rate 0".split(), env)
+    assert off.observe.probe_rate == 0, "0 turns the prober off"
 
 
 def test_node_sources_in_order() -> None:

@@ -29,8 +29,8 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 def demo_argv() -> list[str]:
-    return [str(BIN / "rtctl"), "demo", "--runtimes", ",".join(RUNTIMES), "--replicas", "3",
-            "--repetitions", "1", "--seed", "11", "--settle", "0.5"]  # fmt: skip
+    return [str(BIN / "rtctl"), "demo", "--pods", "simulated", "--runtimes", ",".join(RUNTIMES),
+            "--replicas", "3", "--repetitions", "1", "--seed", "11", "--settle", "0.5"]  # fmt: skip
 
 
 def leftovers(out: Path) -> str:
@@ -148,7 +148,9 @@ def test_values_refused_late_before_now_leave_no_files(
 
 
 def test_durations_take_units_and_the_plan_gets_them_back() -> None:
-    args = argparse.Namespace(timeout_s="5m", settle_s="500ms", pleg_period_s="0.1")
+    args = argparse.Namespace(
+        timeout_s="5m", settle_s="500ms", pleg_period_s="0.1", runtimes="runc,crun"
+    )
     settings = demo_settings(args, {"RTBENCH_RTCTL_DEMO_TIMEOUT": "1h"})
     assert settings.timeout_s == 300 and settings.settle_s == 0.5
     assert (
@@ -186,3 +188,31 @@ def test_the_embedded_plan_is_a_valid_plan(settings: DemoSettings) -> None:
     assert plan.baseline == settings.runtimes[0]
     if settings.seed is not None:
         assert plan.seed == settings.seed
+
+
+def test_the_demo_runs_real_runtimes_where_it_can(tmp_path: Path, workload_binary: Path) -> None:
+    """As root with the packages scripts/setup installs, the README's first command
+    compares real runc, crun and gVisor pods, and the report says they were real."""
+    out = tmp_path / "real-demo"
+    done = subprocess.run(
+        [str(BIN / "rtctl"), "demo", "--out", str(out), "--replicas", "3", "--repetitions", "1",
+         "--settle", "0.5", "--nodes", "1", "--influxdb", "no"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=280, check=False,
+        env=clean_env(), stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "pods are real containers" in done.stdout
+    assert "comparing runc, crun, runsc" in done.stdout
+    report = json.loads((out / "report.json").read_text())
+    runs = report["runs"]
+    assert sorted(r["spec"]["runtime_class"] for r in runs) == ["crun", "runc", "runsc"]
+    assert all(r["state"] == "succeeded" for r in runs), runs
+    for run in runs:
+        for pod in run["pods"]:
+            phases = (
+                {p["phase"] for p in pod["phases"]}
+                if isinstance(pod["phases"], list)
+                else set(pod["phases"])
+            )
+            assert {"sandbox_started", "container_started", "first_response"} <= phases, pod
+    assert leftovers(out) == ""

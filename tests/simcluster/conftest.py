@@ -41,7 +41,10 @@ from simcluster.cluster import SimCluster
 from tests.conftest import wait_until
 
 BIN = Path(sys.executable).parent
-READY = re.compile(r"^rtbench-sim ready url=(\S+) kubeconfig=(\S+) nodes=(\d+)$")
+READY = re.compile(
+    r"^rtbench-sim ready url=(\S+) kubeconfig=(\S+) nodes=(\d+)"
+    r"(?: pods=(\w+))?(?: containerd=(\S+))?$"
+)
 
 T = TypeVar("T")
 WaitFor = Callable[..., Awaitable[Any]]
