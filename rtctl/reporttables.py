@@ -9,7 +9,10 @@ are CORE's ``summary_table`` (rtctl/summarytable.py), the same table
 
 Latencies are shown in milliseconds (two decimals below 10 ms, where containerd
 phases live; one above); a ratio is "1.42 [1.31, 1.55]" with its interval, and
-"≠env" marks a ratio between runs taken in different environments. Each phase
+"≠env" marks a ratio between runs taken in different environments, "≠mode" one
+between a real and a simulated (or unknown) runtime. Every runtime's table title
+and the comparison's mode column say REAL, SIMULATED or UNKNOWN, and the text
+report opens with the runtime modes (rtctl/runtimemode.py). Each phase
 row says how many of the pods that reached the phase its numbers count ("8/10
 within 10 ms, 1 out of order"), the report states the uncertainty bounds it
 applied, and ``out_of_order_table`` names every pod phase left out as out of
@@ -35,6 +38,7 @@ __all__ = [
     "format_ms",
     "format_ratio",
     "group_table",
+    "modes_line",
     "out_of_order_rows",
     "out_of_order_table",
     "print_report",
@@ -81,7 +85,16 @@ def _vs_baseline(report: Report, group: GroupReport, comparison: Comparison | No
     text = Text(format_ratio(comparison.interval))
     if comparison.across_environments:
         text.append(" ≠env", style="bold yellow")
+    if comparison.across_modes:
+        text.append(" ≠mode", style="bold yellow")
     return text
+
+
+def modes_line(report: Report) -> str:
+    """``runtime modes: runc x20 REAL; runsc x20 SIMULATED``."""
+    return "runtime modes: " + "; ".join(
+        f"{label} {mode.upper()}" for label, mode in report.modes.items()
+    )
 
 
 def group_table(report: Report, group: GroupReport) -> Table:
@@ -89,7 +102,8 @@ def group_table(report: Report, group: GroupReport) -> Table:
     failures = format_failures(group.failed_pods, group.failures)
     table = Table(
         title=(
-            f"{group.key.label}: {len(group.run_ids)} runs, {group.pods} pods,"
+            f"{group.key.label} ({group.mode.upper()} runtime): {len(group.run_ids)} runs,"
+            f" {group.pods} pods,"
             f" measured {group.measured} of {group.expected} expected"
         ),
         caption=(
@@ -174,7 +188,7 @@ def comparison_table(report: Report, phase: str = "first_response") -> Table:
     )
     bound = report.bounds.get("first_response")  # what pods measured counts by
     pods = f"pods within {format_bound(bound)}" if bound is not None else "pods"
-    for column in ("runtime", "replicas", "runs", pods, "failed"):
+    for column in ("runtime", "mode", "replicas", "runs", pods, "failed"):
         table.add_column(column, justify="left" if column == "runtime" else "right")
     for column in ("p50", "p90", "max"):
         table.add_column(column, justify="right")
@@ -190,6 +204,7 @@ def comparison_table(report: Report, phase: str = "first_response") -> Table:
             cells.append(format_ms(row.latency.max_ns))
         table.add_row(
             group.key.runtime,
+            _mode_text(group.mode),
             str(group.key.replicas),
             str(len(group.run_ids)),
             f"{group.measured}/{group.expected}",
@@ -201,6 +216,10 @@ def comparison_table(report: Report, phase: str = "first_response") -> Table:
             _memory(group),
         )
     return table
+
+
+def _mode_text(mode: str) -> Text:
+    return Text(mode.upper(), style="" if mode == "real" else "bold yellow")
 
 
 def environment_table(report: Report) -> Table:
@@ -227,6 +246,7 @@ def render_text(report: Report, *, per_run: bool = True) -> RenderableType:
     """The whole report for a terminal: bounds, environment, runs, runtimes, out-of-order
     pods, comparison, notes."""
     parts: list[RenderableType] = [
+        Text(modes_line(report), style="bold"),
         Text(f"uncertainty bounds: {report.bounds_text} (--max-uncertainty PHASE=DURATION)"),
         environment_table(report),
     ]
