@@ -11,7 +11,7 @@ Latencies are shown in milliseconds (two decimals below 10 ms, where containerd
 phases live; one above); a ratio is "1.42 [1.31, 1.55]" with its interval, and
 "≠env" marks a ratio between runs taken in different environments, "≠mode" one
 between a real and a simulated (or unknown) runtime. Every runtime's table title
-and the comparison's mode column say REAL, SIMULATED or UNKNOWN, and the text
+and the comparison's title say REAL, SIMULATED or UNKNOWN, and the text
 report opens with the runtime modes (rtctl/runtimemode.py). Each phase
 row says how many of the pods that reached the phase its numbers count ("8/10
 within 10 ms, 1 out of order"), the report states the uncertainty bounds it
@@ -88,6 +88,14 @@ def _vs_baseline(report: Report, group: GroupReport, comparison: Comparison | No
     if comparison.across_modes:
         text.append(" ≠mode", style="bold yellow")
     return text
+
+
+def _modes_title(report: Report) -> str:
+    """``every runtime SIMULATED``, or each runtime's mode when they differ: the table's
+    columns are already as many as a terminal holds."""
+    if report.mode != "mixed":
+        return f"every runtime {report.mode.upper()}"
+    return modes_line(report)
 
 
 def modes_line(report: Report) -> str:
@@ -175,7 +183,7 @@ def out_of_order_table(report: Report, limit: int = OUT_OF_ORDER_ROWS) -> Table 
 def comparison_table(report: Report, phase: str = "first_response") -> Table:
     """Every runtime in one table against the baseline, for one phase (first_response)."""
     table = Table(
-        title=f"{phase} by runtime, against {report.baseline}",
+        title=f"{phase} by runtime, against {report.baseline}; {_modes_title(report)}",
         caption=(
             f"ms from the Deployment's create; ratio = p{report.percent}/p{report.percent}"
             f" of the baseline with the same replicas, {report.confidence:.0%} bootstrap CI"
@@ -188,7 +196,7 @@ def comparison_table(report: Report, phase: str = "first_response") -> Table:
     )
     bound = report.bounds.get("first_response")  # what pods measured counts by
     pods = f"pods within {format_bound(bound)}" if bound is not None else "pods"
-    for column in ("runtime", "mode", "replicas", "runs", pods, "failed"):
+    for column in ("runtime", "replicas", "runs", pods, "failed"):
         table.add_column(column, justify="left" if column == "runtime" else "right")
     for column in ("p50", "p90", "max"):
         table.add_column(column, justify="right")
@@ -204,7 +212,6 @@ def comparison_table(report: Report, phase: str = "first_response") -> Table:
             cells.append(format_ms(row.latency.max_ns))
         table.add_row(
             group.key.runtime,
-            _mode_text(group.mode),
             str(group.key.replicas),
             str(len(group.run_ids)),
             f"{group.measured}/{group.expected}",
@@ -216,10 +223,6 @@ def comparison_table(report: Report, phase: str = "first_response") -> Table:
             _memory(group),
         )
     return table
-
-
-def _mode_text(mode: str) -> Text:
-    return Text(mode.upper(), style="" if mode == "real" else "bold yellow")
 
 
 def environment_table(report: Report) -> Table:
