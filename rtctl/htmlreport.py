@@ -7,7 +7,11 @@ embedded as ``data:`` URIs) and states what a reader needs to trust the numbers:
 the environment of every run (flagged when runs differ), how each number is
 computed, and how uncertain it is: the uncertainty bounds the statistics
 applied, per phase how many pods it counts of those that reached it and why
-the others are left out, and every pod phase left out as out of order, named.
+the others are left out, and every pod phase left out as out of order, named;
+and, above all, whether each runtime's figures come from a REAL runtime or a
+SIMULATED one: a banner under the title, a mode column in the comparison, the mode
+in every runtime's and every run's heading and facts, and ≠mode on ratios between
+the two (rtctl/runtimemode.py).
 
 Everything is escaped: run ids, labels and environment values come from users.
 """
@@ -46,6 +50,9 @@ th { background: #f4f4f4; } td:first-child, th:first-child { text-align: left; }
 caption { caption-side: bottom; text-align: left; color: #666; font-size: .9em; }
 .warn { background: #fff4d6; border-left: 4px solid #e0a800; padding: .5em 1em; }
 .flag { color: #a35b00; font-weight: bold; }
+.mode { font-weight: bold; padding: 0 .3em; border-radius: 3px; }
+.mode-real { background: #dff0d8; } .mode-simulated, .mode-unknown, .mode-mixed
+{ background: #fde2c8; color: #8a3b00; }
 img { max-width: 100%; border: 1px solid #eee; }
 details { margin: .8em 0; } summary { cursor: pointer; font-weight: bold; }
 code { background: #f4f4f4; padding: 0 .2em; }
@@ -107,6 +114,18 @@ def _out_of_order(report: Report) -> str:
     return _table(OUT_OF_ORDER_HEAD, rows, caption)
 
 
+def _mode(mode: str) -> str:
+    """The mode as a marked word: ``<span class="mode mode-simulated">SIMULATED</span>``."""
+    return f'<span class="mode mode-{_e(mode)}">{_e(mode.upper())}</span>'
+
+
+def _modes(report: Report) -> str:
+    items = ", ".join(f"{_e(label)} {_mode(mode)}" for label, mode in report.modes.items())
+    simulated = report.mode != "real"
+    css = ' class="warn"' if simulated else ""
+    return f"<p{css}><b>Runtime modes</b> (real runtime or simulated): {items}.</p>"
+
+
 def _ratio_cell(report: Report, group: GroupReport, phase: str) -> str:
     if group.key.runtime == report.baseline:
         return "baseline"
@@ -116,6 +135,8 @@ def _ratio_cell(report: Report, group: GroupReport, phase: str) -> str:
     cell = _e(format_ratio(comparison.interval))
     if comparison.across_environments:
         cell += ' <span class="flag" title="runs from different environments">≠env</span>'
+    if comparison.across_modes:
+        cell += ' <span class="flag" title="a real runtime against a simulated one">≠mode</span>'
     return cell
 
 
@@ -127,6 +148,7 @@ def _comparison(report: Report) -> str:
         rows.append(
             [
                 _e(group.key.runtime),
+                _mode(group.mode),
                 str(group.key.replicas),
                 str(len(group.run_ids)),
                 f"{group.measured}/{group.expected}",
@@ -142,7 +164,15 @@ def _comparison(report: Report) -> str:
         )
     bound = report.bounds.get("first_response")
     within = f" within {format_bound(bound)}" if bound is not None else ""
-    head = ["runtime", "replicas", "runs", f"pods measured{within}/expected", "failed", "p50"]
+    head = [
+        "runtime",
+        "mode",
+        "replicas",
+        "runs",
+        f"pods measured{within}/expected",
+        "failed",
+        "p50",
+    ]
     head += ["p90"]
     head += ["max"]
     head += [f"ratio to {report.baseline} [{report.confidence:.0%} CI]", "per-run p50"]
@@ -171,8 +201,9 @@ def _group_section(report: Report, group: GroupReport) -> str:
     failures = format_failures(group.failed_pods, group.failures)
     memory = format_memory(group.memory_per_pod_bytes)
     return (
-        f"<h3>{_e(group.key.label)}</h3>"
-        f"<p>runs: {_e(', '.join(group.run_ids))}; {group.pods} pods, {group.measured} measured"
+        f"<h3>{_e(group.key.label)} {_mode(group.mode)}</h3>"
+        f"<p>runtime mode: {_e(group.mode)}; runs: {_e(', '.join(group.run_ids))};"
+        f" {group.pods} pods, {group.measured} measured"
         f" of {group.expected} expected; failed pods {_e(failures)};"
         f" memory per pod {_e(memory)}</p>"
         + _table(head, rows, "ms from the Deployment's create, over all pods of the runs", raw=True)
@@ -187,6 +218,7 @@ def _run_section(run: RunReport, plots: dict[str, Plot]) -> str:
     ]
     clocks.append(["rtctl", "", format_ms(run.rtctl_clock[0]), format_ms(run.rtctl_clock[1])])
     facts = [
+        ["runtime mode", f"{run.mode} ({run.mode_basis})"],
         ["state", run.state + (f" ({run.message})" if run.message else "")],
         ["test id / plan id", f"{run.test_id} / {run.plan_id or '-'}"],
         ["repetition", str(run.repetition)],
@@ -201,7 +233,7 @@ def _run_section(run: RunReport, plots: dict[str, Plot]) -> str:
     ]
     parts = [
         f'<details id="run-{_e(run.run_id)}"><summary>run {_e(run.run_id)}'
-        f" ({_e(run.key.label)}, {_e(run.state)})</summary>",
+        f" ({_e(run.key.label)}, {_e(run.state)}) {_mode(run.mode)}</summary>",
         _table(["", ""], facts),
         _table(
             _PHASE_HEAD,
@@ -274,7 +306,15 @@ drawn run with replacement, pooled; its interval covers run-to-run as well as po
 variation (pods of one run share its node state and are not independent). A group of one
 run can only show pod-to-pod variation: its pods are resampled with replacement. The
 repetitions plot and the per-run p50 column show the runs themselves. ≠env marks ratios
-between runs taken in different environments.</li>
+between runs taken in different environments, ≠mode ratios between a real runtime and a
+simulated one (or one whose mode is unknown).</li>
+<li><b>Runtime mode</b>: REAL figures come from a real container runtime; SIMULATED ones from
+the simulated cluster's runtime profiles (delays drawn from a profile, real workload
+processes): they show the pipeline, not the runtime. rtctl reads the mode from the cluster
+at each run's start: the RuntimeClass's <code>rtbench.dev/simulated</code> label
+(<code>"true"</code> simulated, <code>"false"</code> real), for the default handler the
+nodes' annotation of the same name; a class without the label on nodes that do not say they
+are simulated is real. A run recorded by an older rtctl is UNKNOWN.</li>
 <li><b>Pods measured / expected</b> = pods with a counted first_response / the replicas the
 runs asked for. Pods that never answered, or whose answer is left out, have no latency: a
 group with fewer measured than expected looks faster than it is. Failed and timed-out runs
@@ -295,6 +335,7 @@ def render_html(report: Report, plots: Sequence[Plot], *, title: str = "rtbench 
         f" test ids: {_e(', '.join(test_ids) or '-')}; plans: {_e(', '.join(plan_ids) or '-')};"
         f" baseline: {_e(report.baseline)}.</p>",
     ]
+    body.append(_modes(report))
     if report.notes:
         body.append('<div class="warn">' + "<br>".join(_e(n) for n in report.notes) + "</div>")
     body.append(

@@ -51,7 +51,8 @@ from .planrun import PlannedRun, PlanOutcome, Resumption, execute_plan, ordered
 from .planrun import run_id as planned_run_id
 from .report import Report, state_name
 from .reportcli import collect_report, write_report
-from .reporttables import comparison_table, format_ms
+from .reporttables import comparison_table, format_ms, modes_line
+from .runtimemode import mode_of
 from .settings import ConnectionSettings, add_connection_options, connection_settings
 from .startrun import RunOutcome
 
@@ -182,6 +183,7 @@ async def run_plan(
         )
     console.print()
     console.print(comparison_table(report))
+    _say(console, modes_line(report))
     for note in report.notes:
         _say(console, f"note: {note}")
     _say(console, f"per run and per runtime: rtctl report --plan-id {plan.plan_id}")
@@ -291,7 +293,10 @@ class TextPlanDisplay:
 
     def run_finished(self, run: PlannedRun, outcome: RunOutcome, seconds: float) -> None:
         summary = outcome.summary
-        parts = [f"{state_name(outcome.state)} in {_duration(seconds)}"]
+        parts = [
+            f"{state_name(outcome.state)} in {_duration(seconds)}",
+            f"{mode_of(summary.spec).mode.upper()} runtime",
+        ]
         stats = {p.phase: p for p in summary.phases}
         first = stats.get(events_pb2.PHASE_FIRST_RESPONSE)
         if first is not None and first.count:

@@ -381,7 +381,13 @@ async def execute_plan(
                     display.note(warning)
             run_display = display.run_starting(position, len(order), run, request.run_id, eta)
             outcome = await execute_run(
-                replace(request, environment=report.environment, nodes=report.nodes, bounds=bounds),
+                replace(
+                    request,
+                    environment=report.environment,
+                    runtime_mode=report.runtime_mode,
+                    nodes=report.nodes,
+                    bounds=bounds,
+                ),
                 collector,
                 cluster,
                 run_display,

@@ -96,6 +96,13 @@ def _png(figure: Figure) -> bytes:
     return buffer.getvalue()
 
 
+def _modes(report: Report) -> str:
+    """``all SIMULATED``, ``all REAL``, or each runtime's when they differ."""
+    if report.mode in ("real", "simulated", "unknown"):
+        return f"all {report.mode.upper()}"
+    return ", ".join(f"{label} {mode.upper()}" for label, mode in report.modes.items())
+
+
 def timeline_name(run_id: str) -> str:
     """The file name of a run's timeline (run ids are user input: keep it a plain name)."""
     return "timeline-" + re.sub(r"[^A-Za-z0-9_.-]+", "_", run_id) + ".png"
@@ -114,7 +121,8 @@ def cdf_plot(report: Report, phase: str = "first_response") -> Plot | None:
             if t.phase == phase and t.counted
         )
         if latencies:
-            series.append((group.key.label, group.key.runtime == report.baseline, latencies))
+            label = f"{group.key.label} [{group.mode.upper()}]"
+            series.append((label, group.key.runtime == report.baseline, latencies))
     if not series:
         return None
     figure = Figure(figsize=(10, 6), dpi=DPI, layout="constrained")
@@ -140,7 +148,10 @@ def cdf_plot(report: Report, phase: str = "first_response") -> Plot | None:
         ax.set_xlim(left=0)  # from zero, so the eye reads ratios between the curves right
     ax.axhline(0.5, color="#bbbbbb", linewidth=0.8, zorder=0)
     ax.set_ylim(0, 1.02)
-    ax.set_title(f"{phase} latency per runtime (CDF over the counted pods of all runs)")
+    ax.set_title(
+        f"{phase} latency per runtime (CDF over the counted pods of all runs)"
+        f"\nruntime modes: {_modes(report)}"
+    )
     ax.set_xlabel(f"{phase} latency from the Deployment's create (ms)")
     ax.set_ylabel("fraction of pods")
     ax.grid(True, alpha=0.3)
@@ -284,7 +295,10 @@ def timeline_plot(run: RunReport) -> Plot:
     ends += [max(seen, until) for _, seen, until in spans]
     ends += [at + plus_minus for _, at, plus_minus in bars]
     ax.set_xlim(0, max(ends, default=1.0) * 1.03)
-    ax.set_title(f"per-pod start-up timeline, run {run.run_id} ({run.key.label}, {run.state})")
+    ax.set_title(
+        f"per-pod start-up timeline, run {run.run_id} ({run.key.label}, {run.state},"
+        f" {run.mode.upper()} runtime)"
+    )
     ax.set_xlabel("time since the Deployment's create (ms)")
     ax.set_ylabel("pod (ordinal: order of first sight)")
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))  # ordinals, never 2.5
@@ -338,7 +352,7 @@ def repetitions_plot(report: Report) -> Plot | None:
         row_p50 = [r.phase("first_response") for r in runs]
         values = [row.latency.p50_ns / 1e6 for row in row_p50 if row is not None and row.count]
         if values:
-            labels.append(group.key.label)
+            labels.append(f"{group.key.label} [{group.mode.upper()}]")
             p50s.append(values)
             alls.append([r.all_responded_ns / 1e6 for r in runs if r.all_responded_ns > 0])
     if not labels:
@@ -347,7 +361,7 @@ def repetitions_plot(report: Report) -> Plot | None:
     left, right = figure.subplots(1, 2)
     _boxes(left, labels, p50s, "p50 first_response of each run", "p50 first_response (ms)")
     _boxes(right, labels, alls, "time until all replicas responded, per run", "all responded (ms)")
-    figure.suptitle("across repetitions (one point per run)")
+    figure.suptitle(f"across repetitions (one point per run); runtime modes: {_modes(report)}")
     return Plot("repetitions.png", "across repetitions", _png(figure))
 
 

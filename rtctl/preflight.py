@@ -27,7 +27,9 @@ by the pod's tolerations (only the control-plane taint's NoSchedule) or the
 RuntimeClass's ``scheduling.tolerations``.
 
 It also records the environment into ``RunSpec.environment``: DESIGN.md asks
-that runs never be compared across environments without saying so.
+that runs never be compared across environments without saying so; and whether the
+runtime is real or simulated (rtctl/runtimemode.py), read from the RuntimeClass and
+the usable nodes, into ``RunSpec.runtime_mode``.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from rtbench.v1 import control_pb2
 from .control import Collector, describe_silence
 from .errors import ClusterError, PreflightError
 from .kube import Cluster
+from .runtimemode import NOT_READ, RuntimeMode, detect
 from .startrun import RunRequest
 from .workload import (
     APP,
@@ -93,6 +96,8 @@ class PreflightReport:
     """Facts about the run's setup worth a line (the cluster default handler is used)."""
     environment: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     """Cluster type, versions and settings, for RunSpec.environment."""
+    runtime_mode: RuntimeMode = NOT_READ
+    """Real or simulated runtime, for RunSpec.runtime_mode."""
 
 
 def tolerates(tolerations: Sequence[Mapping[str, Any]], taint: Mapping[str, Any]) -> bool:
@@ -235,10 +240,10 @@ async def preflight(request: RunRequest, collector: Collector, cluster: Cluster)
     version = await cluster.version()
     notes: list[str] = []
     runtime_class: Mapping[str, Any] | None = None
+    classes = {str(rc["metadata"]["name"]): rc for rc in await cluster.runtime_classes()}
     if request.runtime_class == DEFAULT_RUNTIME_CLASS:
         notes.append("runtime class: the cluster default handler (no runtimeClassName)")
     else:
-        classes = {str(rc["metadata"]["name"]): rc for rc in await cluster.runtime_classes()}
         runtime_class = classes.get(request.runtime_class)
         if runtime_class is None:
             existing = ", ".join(sorted(classes)) or "none"
@@ -320,12 +325,15 @@ async def preflight(request: RunRequest, collector: Collector, cluster: Cluster)
         )
     if problems:
         raise PreflightError(problems, warnings)
+    mode = detect(request.runtime_class, runtime_class, usable, classes)
+    notes.append(f"runtime mode: {mode.mode} ({mode.basis})")
     return PreflightReport(
         nodes=tuple(names),
         capacity=free,
         warnings=tuple(warnings),
         notes=tuple(notes),
         environment=MappingProxyType(_environment(version, nodes, agents, names)),
+        runtime_mode=mode,
     )
 
 

@@ -41,6 +41,12 @@ all show the same numbers.
   order, and never shows it as checked. A run whose collector applied other
   bounds than asked is noted.
 
+- Real or simulated: every run carries the runtime mode preflight read from the
+  cluster (rtctl/runtimemode.py; ``unknown`` for a run from an older rtctl), every
+  runtime group the mode of its runs (``mixed`` when they differ, noted), and a
+  ratio between a real and a simulated group (or an unknown one) is flagged, so a
+  simulated figure never passes for a measurement of a real runtime.
+
 Phases are shown in lifecycle order (the Phase enum's order), and only those
 that some pod reached: sandbox and container phases appear when the runs have
 containerd events.
@@ -59,6 +65,7 @@ from . import display
 from .bounds import bounds_text
 from .display import phase_name
 from .errors import UsageError
+from .runtimemode import UNKNOWN, mode_of
 from .stats import (
     DEFAULT_CONFIDENCE,
     DEFAULT_RESAMPLES,
@@ -210,6 +217,10 @@ class RunReport:
     bounds: Mapping[str, int]
     """The bounds the collector applied (phase -> ns); empty when it applied none."""
     out_of_order: tuple[OutOfOrder, ...]
+    mode: str
+    """``real``, ``simulated`` or ``unknown`` (rtctl/runtimemode.py)."""
+    mode_basis: str
+    """What the mode was read from."""
     summary: control_pb2.RunSummary = field(repr=False, compare=False)
     """The summary itself, for CORE's per-run console table."""
 
@@ -238,6 +249,8 @@ class GroupReport:
     all_responded: Spread
     """The runs' time until every replica answered, across repetitions (runs where all did)."""
     environments: int
+    mode: str
+    """The runs' runtime mode: ``real``, ``simulated``, ``unknown``, or ``mixed``."""
 
     def phase(self, name: str) -> PhaseRow | None:
         return next((row for row in self.phases if row.phase == name), None)
@@ -251,6 +264,9 @@ class Comparison:
     interval: RatioInterval | None
     """None when either group lacks the phase or the baseline's latency is 0."""
     across_environments: bool
+    across_modes: bool = False
+    """The group and its baseline are not both real or both simulated (or a mode is
+    unknown or mixed): the ratio sets a simulation against a measurement."""
 
 
 @dataclass(frozen=True)
@@ -288,6 +304,18 @@ class Report:
     def out_of_order(self) -> tuple[tuple[RunReport, OutOfOrder], ...]:
         """Every out-of-order pod phase of the report, run by run."""
         return tuple((run, v) for run in self.runs for v in run.out_of_order)
+
+    @property
+    def modes(self) -> dict[str, str]:
+        """Runtime label (``runc x20``) -> mode, in the report's order."""
+        return {g.key.label: g.mode for g in self.groups}
+
+    @property
+    def mode(self) -> str:
+        """The whole report's mode: ``real`` or ``simulated`` when every runtime is,
+        ``unknown`` when every one is unknown, else ``mixed``."""
+        found = {g.mode for g in self.groups}
+        return found.pop() if len(found) == 1 else "mixed"
 
     def comparison(self, group: GroupKey, phase: str) -> Comparison | None:
         return next((c for c in self.comparisons if c.group == group and c.phase == phase), None)
@@ -346,6 +374,7 @@ def build_report(
             notes.append(f"{group.key.label}: no {chosen} run with {group.key.replicas} replicas")
             continue
         envs = {_frozen(env_of[r]) for r in (*group.run_ids, *base.run_ids)}
+        across_modes = group.mode != base.mode or group.mode in (UNKNOWN, "mixed")
         for row in group.phases:
             base_row = base.phase(row.phase)
             interval = None
@@ -358,7 +387,10 @@ def build_report(
                     confidence=confidence,
                     seed=f"{seed}:{group.key.label}:{row.phase}",
                 )
-            comparisons.append(Comparison(group.key, base.key, row.phase, interval, len(envs) > 1))
+            comparisons.append(
+                Comparison(group.key, base.key, row.phase, interval, len(envs) > 1, across_modes)
+            )
+    _mode_notes(runs, groups, notes)
     environments, differing = _environments(runs)
     if differing:
         notes.append(
@@ -381,6 +413,30 @@ def build_report(
     )
 
 
+def _mode_notes(runs: Sequence[RunReport], groups: Sequence[GroupReport], notes: list[str]) -> None:
+    simulated = [g.key.label for g in groups if g.mode == "simulated"]
+    if simulated:
+        notes.append(
+            f"SIMULATED runtime(s): {', '.join(simulated)}: their figures are the simulated"
+            " cluster's profile delays, not measurements of the runtime"
+        )
+    unknown = [r.run_id for r in runs if r.mode == UNKNOWN]
+    if unknown:
+        notes.append(
+            f"runtime mode unknown (real or simulated not recorded: an older rtctl) for"
+            f" run(s) {', '.join(unknown)}"
+        )
+    for group in groups:
+        if group.mode == "mixed":
+            modes = ", ".join(sorted({f"{r.run_id} {r.mode}" for r in runs if r.key == group.key}))
+            notes.append(f"{group.key.label} pools real and simulated (or unknown) runs: {modes}")
+    if len({g.mode for g in groups}) > 1:
+        notes.append(
+            "the runtimes are not all real or all simulated: ratios between a real and a"
+            " simulated (or unknown) runtime are flagged ≠mode"
+        )
+
+
 def _bound_notes(runs: Sequence[RunReport], asked: Mapping[str, int], notes: list[str]) -> None:
     unchecked = [run.run_id for run in runs if not run.bounds_applied]
     if unchecked:
@@ -400,6 +456,7 @@ def _bound_notes(runs: Sequence[RunReport], asked: Mapping[str, int], notes: lis
 
 def _run(summary: control_pb2.RunSummary, asked: Mapping[str, int]) -> RunReport:
     spec = summary.spec
+    mode = mode_of(spec)
     applied = summary.bounds_applied
     bounds = {phase_name(b.phase): b.max_uncertainty_ns for b in summary.max_uncertainty}
 
@@ -483,6 +540,8 @@ def _run(summary: control_pb2.RunSummary, asked: Mapping[str, int]) -> RunReport
             )
             for v in summary.out_of_order
         ),
+        mode=mode.mode,
+        mode_basis=mode.basis,
         summary=summary,
     )
 
@@ -572,6 +631,7 @@ def _group(key: GroupKey, runs: Sequence[RunReport], bounds: Mapping[str, int]) 
         first_response_p50=Spread.of(first),
         all_responded=Spread.of([run.all_responded_ns for run in runs if run.all_responded_ns > 0]),
         environments=len({_frozen(run.environment) for run in runs}),
+        mode=modes.pop() if len(modes := {run.mode for run in runs}) == 1 else "mixed",
     )
 
 

@@ -297,11 +297,13 @@ def report_json(report: Report) -> dict[str, Any]:
                     "baseline_count": i.baseline_count,
                     "resamples": i.resamples,
                     "across_environments": c.across_environments,
+                    "across_modes": c.across_modes,
                 }
             )
         groups.append(
             {
                 "runtime": g.key.runtime,
+                "mode": g.mode,
                 "runtime_class": g.key.runtime_class,
                 "variant": g.key.variant,
                 "replicas": g.key.replicas,
@@ -320,7 +322,16 @@ def report_json(report: Report) -> dict[str, Any]:
                 "vs_baseline": against,
             }
         )
+    by_runtime: dict[str, set[str]] = {}
+    for g in report.groups:
+        by_runtime.setdefault(g.key.runtime, set()).add(g.mode)
     return {
+        # real, simulated, unknown (runs from an older rtctl) or mixed; per runtime below.
+        "mode": report.mode,
+        "runtime_modes": {
+            runtime: modes.pop() if len(modes) == 1 else "mixed"
+            for runtime, modes in by_runtime.items()
+        },
         "baseline": report.baseline,
         "max_uncertainty_ns": dict(report.bounds),
         "bootstrap": {

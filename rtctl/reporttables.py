@@ -9,7 +9,10 @@ are CORE's ``summary_table`` (rtctl/summarytable.py), the same table
 
 Latencies are shown in milliseconds (two decimals below 10 ms, where containerd
 phases live; one above); a ratio is "1.42 [1.31, 1.55]" with its interval, and
-"≠env" marks a ratio between runs taken in different environments. Each phase
+"≠env" marks a ratio between runs taken in different environments, "≠mode" one
+between a real and a simulated (or unknown) runtime. Every runtime's table title
+and the comparison's title say REAL, SIMULATED or UNKNOWN, and the text
+report opens with the runtime modes (rtctl/runtimemode.py). Each phase
 row says how many of the pods that reached the phase its numbers count ("8/10
 within 10 ms, 1 out of order"), the report states the uncertainty bounds it
 applied, and ``out_of_order_table`` names every pod phase left out as out of
@@ -35,6 +38,7 @@ __all__ = [
     "format_ms",
     "format_ratio",
     "group_table",
+    "modes_line",
     "out_of_order_rows",
     "out_of_order_table",
     "print_report",
@@ -81,7 +85,24 @@ def _vs_baseline(report: Report, group: GroupReport, comparison: Comparison | No
     text = Text(format_ratio(comparison.interval))
     if comparison.across_environments:
         text.append(" ≠env", style="bold yellow")
+    if comparison.across_modes:
+        text.append(" ≠mode", style="bold yellow")
     return text
+
+
+def _modes_title(report: Report) -> str:
+    """``every runtime SIMULATED``, or each runtime's mode when they differ: the table's
+    columns are already as many as a terminal holds."""
+    if report.mode != "mixed":
+        return f"every runtime {report.mode.upper()}"
+    return modes_line(report)
+
+
+def modes_line(report: Report) -> str:
+    """``runtime modes: runc x20 REAL; runsc x20 SIMULATED``."""
+    return "runtime modes: " + "; ".join(
+        f"{label} {mode.upper()}" for label, mode in report.modes.items()
+    )
 
 
 def group_table(report: Report, group: GroupReport) -> Table:
@@ -89,7 +110,8 @@ def group_table(report: Report, group: GroupReport) -> Table:
     failures = format_failures(group.failed_pods, group.failures)
     table = Table(
         title=(
-            f"{group.key.label}: {len(group.run_ids)} runs, {group.pods} pods,"
+            f"{group.key.label} ({group.mode.upper()} runtime): {len(group.run_ids)} runs,"
+            f" {group.pods} pods,"
             f" measured {group.measured} of {group.expected} expected"
         ),
         caption=(
@@ -161,7 +183,7 @@ def out_of_order_table(report: Report, limit: int = OUT_OF_ORDER_ROWS) -> Table 
 def comparison_table(report: Report, phase: str = "first_response") -> Table:
     """Every runtime in one table against the baseline, for one phase (first_response)."""
     table = Table(
-        title=f"{phase} by runtime, against {report.baseline}",
+        title=f"{phase} by runtime, against {report.baseline}; {_modes_title(report)}",
         caption=(
             f"ms from the Deployment's create; ratio = p{report.percent}/p{report.percent}"
             f" of the baseline with the same replicas, {report.confidence:.0%} bootstrap CI"
@@ -227,6 +249,7 @@ def render_text(report: Report, *, per_run: bool = True) -> RenderableType:
     """The whole report for a terminal: bounds, environment, runs, runtimes, out-of-order
     pods, comparison, notes."""
     parts: list[RenderableType] = [
+        Text(modes_line(report), style="bold"),
         Text(f"uncertainty bounds: {report.bounds_text} (--max-uncertainty PHASE=DURATION)"),
         environment_table(report),
     ]

@@ -219,7 +219,10 @@ async def start_run(args: argparse.Namespace) -> int:
             for warning in report.warnings:
                 display.note(f"warning: {warning}")
             request = dataclasses.replace(
-                request, environment=report.environment, nodes=report.nodes
+                request,
+                environment=report.environment,
+                runtime_mode=report.runtime_mode,
+                nodes=report.nodes,
             )
             outcome = await execute_run(request, collector, cluster, display)
     finally:

@@ -65,6 +65,7 @@ from .errors import (
     UsageError,
 )
 from .kube import Cluster
+from .runtimemode import NOT_READ, RuntimeMode
 from .summarytable import format_ns
 from .workload import (
     RESERVED_LABELS,
@@ -144,6 +145,8 @@ class RunRequest:
     repetition: int = 0
     environment: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
     """Cluster type, versions, settings (RunSpec.environment); preflight fills it."""
+    runtime_mode: RuntimeMode = NOT_READ
+    """Real or simulated runtime (RunSpec.runtime_mode); preflight fills it."""
     nodes: tuple[str, ...] = ()
     """The nodes the pods can use (preflight fills it), whose agents are watched for
     silence during the run; empty: every node with a connected agent."""
@@ -198,6 +201,8 @@ class RunRequest:
             namespace=self.namespace,
             plan_id=self.plan_id,
             environment=dict(self.environment),
+            runtime_mode=self.runtime_mode.value,
+            runtime_mode_basis=self.runtime_mode.basis,
         )
 
 

@@ -10,7 +10,9 @@ the probe bracket plus the clock error), and a caption with what a reader
 needs to trust or compare the run: the bounds applied, the pods whose phases
 are out of order (named, with by how much), time until every replica
 answered, failures, memory per pod, the clock offsets, and the environment it
-ran in. A summary from a collector older than the bounds
+ran in. The title says whether the runtime was REAL or SIMULATED (or its mode is
+UNKNOWN: a run from an older rtctl), the caption what that was read from, and the
+JSON has it as ``mode`` (rtctl/runtimemode.py). A summary from a collector older than the bounds
 (``bounds_applied`` false) says so instead of passing for a bounded one.
 ``rtctl report`` reuses the table for its per-run tables.
 
@@ -30,6 +32,7 @@ from rtbench.v1 import control_pb2, events_pb2
 
 from .bounds import bounds_text, format_bound
 from .display import LIFECYCLE, phase_name
+from .runtimemode import mode_of
 
 __all__ = [
     "OUT_OF_ORDER_SHOWN",
@@ -137,7 +140,8 @@ def _bound_names(summary: control_pb2.RunSummary) -> dict[str, int]:
 def summary_lines(summary: control_pb2.RunSummary) -> list[str]:
     """The facts beside the phase table, one per line."""
     spec = summary.spec
-    lines = []
+    mode = mode_of(spec)
+    lines = [f"runtime mode: {mode.mode} ({mode.basis})"]
     if summary.bounds_applied:
         lines.append(
             f"uncertainty bounds: {bounds_text(_bound_names(summary))}; pods over a bound or out of"
@@ -223,6 +227,7 @@ def summary_table(summary: control_pb2.RunSummary) -> Table:
         f"run {spec.run_id}: {spec.runtime_class}"
         + (f"/{spec.variant}" if spec.variant and spec.variant != spec.runtime_class else "")
         + f", {spec.replicas} replicas, {state_name(summary.state)}"
+        + f", {mode_of(spec).mode.upper()} runtime"
     )
     table = Table(title=title, caption="\n".join(summary_lines(summary)), caption_justify="left")
     table.add_column("phase")
@@ -286,8 +291,11 @@ def summary_dict(summary: control_pb2.RunSummary) -> dict[str, Any]:
     """The summary as plain JSON-able values (ints stay ints), per-pod times included."""
     spec = summary.spec
     bounds = _bounds(summary)
+    mode = mode_of(spec)
     return {
         "run_id": spec.run_id,
+        "mode": mode.mode,
+        "mode_basis": mode.basis,
         "state": state_name(summary.state),
         "message": summary.message,
         "spec": {

@@ -9,6 +9,12 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class RuntimeMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    RUNTIME_MODE_UNSPECIFIED: _ClassVar[RuntimeMode]
+    RUNTIME_MODE_REAL: _ClassVar[RuntimeMode]
+    RUNTIME_MODE_SIMULATED: _ClassVar[RuntimeMode]
+
 class RunState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     RUN_STATE_UNSPECIFIED: _ClassVar[RunState]
@@ -18,6 +24,9 @@ class RunState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     RUN_STATE_FAILED: _ClassVar[RunState]
     RUN_STATE_TIMED_OUT: _ClassVar[RunState]
     RUN_STATE_ABORTED: _ClassVar[RunState]
+RUNTIME_MODE_UNSPECIFIED: RuntimeMode
+RUNTIME_MODE_REAL: RuntimeMode
+RUNTIME_MODE_SIMULATED: RuntimeMode
 RUN_STATE_UNSPECIFIED: RunState
 RUN_STATE_REGISTERED: RunState
 RUN_STATE_RUNNING: RunState
@@ -27,7 +36,7 @@ RUN_STATE_TIMED_OUT: RunState
 RUN_STATE_ABORTED: RunState
 
 class RunSpec(_message.Message):
-    __slots__ = ("run_id", "test_id", "runtime_class", "variant", "replicas", "image", "memory_limit", "repetition", "namespace", "plan_id", "environment")
+    __slots__ = ("run_id", "test_id", "runtime_class", "variant", "replicas", "image", "memory_limit", "repetition", "namespace", "plan_id", "environment", "runtime_mode", "runtime_mode_basis")
     class EnvironmentEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -46,6 +55,8 @@ class RunSpec(_message.Message):
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     PLAN_ID_FIELD_NUMBER: _ClassVar[int]
     ENVIRONMENT_FIELD_NUMBER: _ClassVar[int]
+    RUNTIME_MODE_FIELD_NUMBER: _ClassVar[int]
+    RUNTIME_MODE_BASIS_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     test_id: str
     runtime_class: str
@@ -57,7 +68,9 @@ class RunSpec(_message.Message):
     namespace: str
     plan_id: str
     environment: _containers.ScalarMap[str, str]
-    def __init__(self, run_id: _Optional[str] = ..., test_id: _Optional[str] = ..., runtime_class: _Optional[str] = ..., variant: _Optional[str] = ..., replicas: _Optional[int] = ..., image: _Optional[str] = ..., memory_limit: _Optional[str] = ..., repetition: _Optional[int] = ..., namespace: _Optional[str] = ..., plan_id: _Optional[str] = ..., environment: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    runtime_mode: RuntimeMode
+    runtime_mode_basis: str
+    def __init__(self, run_id: _Optional[str] = ..., test_id: _Optional[str] = ..., runtime_class: _Optional[str] = ..., variant: _Optional[str] = ..., replicas: _Optional[int] = ..., image: _Optional[str] = ..., memory_limit: _Optional[str] = ..., repetition: _Optional[int] = ..., namespace: _Optional[str] = ..., plan_id: _Optional[str] = ..., environment: _Optional[_Mapping[str, str]] = ..., runtime_mode: _Optional[_Union[RuntimeMode, str]] = ..., runtime_mode_basis: _Optional[str] = ...) -> None: ...
 
 class RegisterRunRequest(_message.Message):
     __slots__ = ("spec",)

@@ -92,6 +92,10 @@ def test_the_demo_stops_on_ctrl_c_and_resumes(tmp_path: Path, workload_binary: P
     runs = report["runs"]
     assert sorted(r["spec"]["runtime_class"] for r in runs) == sorted(RUNTIMES)
     assert all(r["state"] == "succeeded" for r in runs), runs
+    # Everything the demo shows is simulated, and says so.
+    assert report["mode"] == "simulated" and {r["mode"] for r in runs} == {"simulated"}
+    assert set(report["runtime_modes"].values()) == {"simulated"}
+    assert 'class="mode mode-real"' not in html and "mode mode-simulated" in html
     assert all(len(r["pods"]) == 3 for r in runs)
     for run in runs:
         assert run["run_id"] in html

@@ -178,6 +178,7 @@ async def test_an_interrupted_plan_resumes_without_repeating_finished_runs(
     finished_now = [line for line in again.stderr.splitlines() if ": succeeded in " in line]
     assert len(finished_now) == 2, again.stderr
     assert all("first responses left out" in line for line in finished_now), again.stderr
+    assert all("SIMULATED runtime" in line for line in finished_now), again.stderr
     assert not any("first_response p50" in line for line in finished_now), again.stderr
     assert "pods within 0 ms" in again.stdout and "first_response ≤ 0 ms" in again.stdout
 
@@ -199,6 +200,8 @@ async def test_an_interrupted_plan_resumes_without_repeating_finished_runs(
     assert done.returncode == 0, done.stdout + done.stderr
     assert "resuming: 4 of 4 runs" in done.stderr and "run 1 of 4" not in done.stderr
     assert "first_response by runtime, against runc" in done.stdout
+    assert "runtime modes: runc x" in done.stdout and "REAL" not in done.stdout
+    assert "SIMULATED" in done.stdout
     assert len(await plan_runs(stack, "resume")) == 5
 
 

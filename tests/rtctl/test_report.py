@@ -21,8 +21,10 @@ import io
 import json
 import math
 import re
+import shutil
 import sqlite3
 import struct
+import subprocess
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -324,6 +326,60 @@ def test_runs_from_different_environments_are_flagged() -> None:
     assert "≠env" in text and "1.31" in text
     html = render_html(report, [])
     assert "differs" in html and "≠env" in html
+
+
+def report_outputs(report: Report) -> tuple[str, dict[str, Any], str]:
+    """The text report, the JSON and the HTML page of ``report``."""
+    console = Console(file=io.StringIO(), width=240)
+    print_report(report, console)
+    text = console.file.getvalue()  # type: ignore[attr-defined]
+    return text, json.loads(json.dumps(report_json(report))), render_html(report, [])
+
+
+def test_a_real_runtime_against_a_simulated_one_is_marked_in_every_output() -> None:
+    runs = study()
+    for run in runs:
+        real = run.spec.runtime_class == "runc"
+        run.spec.runtime_mode = (
+            control_pb2.RUNTIME_MODE_REAL if real else control_pb2.RUNTIME_MODE_SIMULATED
+        )
+        run.spec.runtime_mode_basis = f"RuntimeClass labelled rtbench.dev/simulated={not real}"
+    report = build_report(runs)
+    assert report.modes == {"runc x4": "real", "kata-qemu x4": "simulated"}
+    assert report.mode == "mixed"
+    kata = report.comparison(report.groups[1].key, "first_response")
+    assert kata is not None and kata.across_modes and not kata.across_environments
+    text, data, html = report_outputs(report)
+    assert "runtime modes: runc x4 REAL; kata-qemu x4 SIMULATED" in text
+    assert "kata-qemu x4 (SIMULATED runtime)" in text and "runc x4 (REAL runtime)" in text
+    assert "≠mode" in text and "SIMULATED runtime(s): kata-qemu x4" in text
+    assert data["mode"] == "mixed"
+    assert data["runtime_modes"] == {"runc": "real", "kata-qemu": "simulated"}
+    assert [g["mode"] for g in data["groups"]] == ["real", "simulated"]
+    assert data["groups"][1]["vs_baseline"]["first_response"]["across_modes"] is True
+    assert {r["run_id"]: r["mode"] for r in data["runs"]} == {
+        "runc-1": "real", "runc-2": "real", "kata-1": "simulated", "kata-2": "simulated"
+    }  # fmt: skip
+    assert "rtbench.dev/simulated=True" in data["runs"][-1]["mode_basis"]
+    # The page: the banner, the comparison, each runtime's and each run's heading.
+    assert html.count('<span class="mode mode-simulated">SIMULATED</span>') == 1 + 1 + 1 + 2
+    assert html.count('<span class="mode mode-real">REAL</span>') == 1 + 1 + 1 + 2
+    assert "≠mode" in html
+
+
+def test_runs_recorded_without_a_mode_are_unknown_everywhere() -> None:
+    """Runs an older rtctl registered have no runtime_mode: never shown as real."""
+    report = build_report(study())
+    assert set(report.modes.values()) == {"unknown"} and report.mode == "unknown"
+    text, data, html = report_outputs(report)
+    assert "runtime modes: kata-qemu x4 UNKNOWN" in text or "runc x4 UNKNOWN" in text
+    assert "runtime mode: unknown (not recorded (a run from an older rtctl))" in text
+    assert "REAL" not in text and "SIMULATED" not in text
+    assert data["mode"] == "unknown" and {r["mode"] for r in data["runs"]} == {"unknown"}
+    assert {g["mode"] for g in data["groups"]} == {"unknown"}
+    assert any("runtime mode unknown" in note for note in data["notes"])
+    assert '<span class="mode mode-unknown">UNKNOWN</span>' in html
+    assert 'class="mode mode-real"' not in html
 
 
 def test_the_comparison_table_has_a_row_per_runtime() -> None:
@@ -676,6 +732,8 @@ async def test_a_real_collector_flags_the_pods_and_the_report_shows_and_skips_th
                 collector, ["flagged"], bounds=parse_bounds(["first_response=50ms"])
             )
     (run,) = report.runs
+    # Registered without a runtime mode (as an older rtctl did): unknown, through the journal.
+    assert (run.mode, report.groups[0].mode) == ("unknown", "unknown")
     assert run.bounds_applied and run.bounds == {"first_response": BOUND_NS}
     assert [(v.pod, v.phase, v.must_follow, v.early_by_ns) for v in run.out_of_order] == [
         ("web-2", "first_response", "container_started", 102 * MS)
@@ -934,6 +992,15 @@ async def test_report_numbers_match_the_journal(stack: Stack, tmp_path: Path) ->
     data = json.loads(done.stdout)
 
     check_report(data, stack.journal, runs, 10 * MS)
+    # The simulated cluster's runtimes are simulated, and every output says so.
+    assert data["mode"] == "simulated"
+    assert data["runtime_modes"] == {"runc": "simulated", "runsc": "simulated"}
+    assert [g["mode"] for g in data["groups"]] == ["simulated", "simulated"]
+    for run in data["runs"]:
+        assert run["mode"] == "simulated"
+        assert run["mode_basis"] == (
+            f"RuntimeClass {runs[run['run_id']]} labelled rtbench.dev/simulated=true"
+        )
     # The probes of the simulated stack bracket first responses well within 10 ms.
     assert all(r["phases"]["first_response"]["reached"] == replicas for r in data["runs"])
 
@@ -941,6 +1008,16 @@ async def test_report_numbers_match_the_journal(stack: Stack, tmp_path: Path) ->
     html = (out / "report.html").read_text()
     assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", html, re.IGNORECASE)
     assert all(run_id in html for run_id in runs)
+    assert 'class="mode mode-real"' not in html
+    banner, comparison, per_runtime, runs_part = (
+        html.split("<h2>Environment</h2>")[0],
+        html.split("<h2>Comparison</h2>")[1].split("<h2>")[0],
+        html.split("<h2>Per runtime</h2>")[1].split("<h2>")[0],
+        html.split("<h2>Runs</h2>")[1].split("<h2>")[0],
+    )
+    simulated = '<span class="mode mode-simulated">SIMULATED</span>'
+    assert banner.count(simulated) == 2 and comparison.count(simulated) == 2
+    assert per_runtime.count(simulated) == 2 and runs_part.count(simulated) == 3
     assert json.loads((out / "report.json").read_text()) == data
     assert png_size((out / "cdf-first_response.png").read_bytes()) == (10 * DPI, 6 * DPI)
     for run_id in runs:
@@ -951,6 +1028,10 @@ async def test_report_numbers_match_the_journal(stack: Stack, tmp_path: Path) ->
     assert text.returncode == 0, text.stderr
     assert "first_response by runtime, against runc" in text.stdout
     assert "run report-runsc-1" in text.stdout and "report-runc-2" not in text.stdout
+    assert "runtime modes: runc x6 SIMULATED; runsc x6 SIMULATED" in text.stdout
+    assert "runsc x6 (SIMULATED runtime)" in text.stdout and "REAL" not in text.stdout
+    assert text.stdout.count("SIMULATED runtime)") == 2  # each runtime's table
+    assert text.stdout.count("succeeded, SIMULATED runtime") == 2  # each run's table
     assert "uncertainty bounds: first_response ≤ 10 ms; other phases unbounded" in text.stdout
 
     # A bound set by the user travels to the collector and changes the numbers: no
@@ -974,6 +1055,65 @@ async def test_report_numbers_match_the_journal(stack: Stack, tmp_path: Path) ->
     assert lifted.returncode == 0, lifted.stderr
     assert "first_response ≤ 0 ms; other phases unbounded" in lifted.stdout
     assert "0/6 within 0 ms" in lifted.stdout
+
+
+REAL_CLASS = """apiVersion: node.k8s.io/v1
+kind: RuntimeClass
+metadata:
+  name: crun-said-real
+  labels: {"rtbench.dev/simulated": "false"}
+handler: crun
+"""
+
+
+def kubectl(stack: Stack, *args: str, stdin: str | None = None) -> str:
+    kubectl = shutil.which("kubectl") or "/usr/bin/kubectl"
+    done = subprocess.run(
+        [kubectl, "--kubeconfig", str(stack.kubeconfig), *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+async def test_a_runtime_class_labelled_real_is_reported_real(stack: Stack, tmp_path: Path) -> None:
+    """The labelling path of the embedded cluster's real-pod mode: a RuntimeClass labelled
+    rtbench.dev/simulated=false is real in start-run's summary and in the report (here the
+    simulator still simulates its pods underneath: only the labels are under test)."""
+    await asyncio.to_thread(kubectl, stack, "apply", "-f", "-", stdin=REAL_CLASS)
+    try:
+        done = await asyncio.to_thread(
+            stack.rtctl,
+            *("start-run", "--runtime-class", "crun-said-real", "--replicas", "2"),
+            *("--test-id", "report-mode", "--run-id", "report-real-1", "--settle", "0"),
+        )
+    finally:
+        await asyncio.to_thread(kubectl, stack, "delete", "runtimeclass", "crun-said-real")
+    assert done.returncode == 0, done.stderr
+    assert "crun-said-real, 2 replicas, succeeded, REAL runtime" in done.stdout
+    assert (
+        "runtime mode: real (RuntimeClass crun-said-real labelled rtbench.dev/simulated=false)"
+        in done.stdout
+    )
+    out = tmp_path / "report"
+    report = await asyncio.to_thread(
+        stack.rtctl, "report", "report-real-1", "--format", "json", "--out", str(out)
+    )
+    assert report.returncode == 0, report.stderr
+    data = json.loads(report.stdout)
+    assert data["mode"] == "real" and data["runtime_modes"] == {"crun-said-real": "real"}
+    assert data["groups"][0]["mode"] == data["runs"][0]["mode"] == "real"
+    html = (out / "report.html").read_text()
+    assert html.count('<span class="mode mode-real">REAL</span>') == 4
+    assert 'class="mode mode-simulated"' not in html
+    text = await asyncio.to_thread(stack.rtctl, "report", "report-real-1")
+    assert text.returncode == 0, text.stderr
+    assert "runtime modes: crun-said-real x2 REAL" in text.stdout
+    assert "SIMULATED" not in text.stdout
 
 
 async def test_report_refuses_what_it_cannot_report_on(stack: Stack) -> None:

@@ -104,6 +104,9 @@ def test_thirty_replicas_summary_matches_the_journal_cluster_and_influxdb(stack:
     assert summary["run_id"] == run_id and summary["state"] == "succeeded"
     assert summary["spec"]["replicas"] == 30 and summary["spec"]["test_id"] == "core-e2e"
     assert summary["spec"]["environment"]["cluster_type"] == "rtbench-sim"
+    assert summary["mode"] == "simulated"
+    assert summary["mode_basis"] == "RuntimeClass runc labelled rtbench.dev/simulated=true"
+    assert "runtime mode: simulated (RuntimeClass runc labelled" in done.stderr
     assert summary["create_latency_ns"] > 0 and summary["delete_latency_ns"] > 0
     assert "preflight" in done.stderr and "pods gone: 30/30" in done.stderr
 
@@ -169,6 +172,8 @@ def test_text_output_and_the_list_commands(stack: Stack) -> None:
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "succeeded" in done.stdout and "first_response" in done.stdout
+    assert "SIMULATED runtime" in done.stdout and "REAL" not in done.stdout
+    assert "runtime mode: simulated (RuntimeClass crun labelled" in done.stdout
     assert "API latency: create" in done.stdout
     first = next(line for line in done.stdout.splitlines() if "│ first_response" in line)
     assert "4/4" in first and "0/4 within 0 ms" in first, done.stdout
@@ -305,6 +310,9 @@ def test_the_default_runtime_class_runs_without_a_runtime_class_name(stack: Stac
     assert "the cluster default handler" in stderr
     summary = json.loads(stdout)
     assert summary["spec"]["runtime_class"] == "default" and summary["state"] == "succeeded"
+    # The simulated nodes say they are simulated: the default handler's pods are too.
+    assert summary["mode"] == "simulated"
+    assert summary["mode_basis"].startswith("default handler: node(s) sim-node-1")
     # The Deployment's name was mapped from the id, so it carries the id's hash.
     (name,) = deployments(stack)
     assert name.startswith("rtbench-core-default-1-") and name != "rtbench-core-default-1"
