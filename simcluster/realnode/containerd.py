@@ -430,7 +430,7 @@ class RealContainerd:
         for task_id in tasks:
             _remove_shim_socket(self.socket, task_id)
         network.delete_bridge(self.bridge)
-        network.forget_results(self.id)
+        network.forget_results(self.id, tasks)
         stayed = self.cgroups.remove_all()
         if stayed:
             log.warning("real node %s: cgroups left: %s", self.id, stayed)

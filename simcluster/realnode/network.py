@@ -88,11 +88,15 @@ def delete_bridge(bridge: str) -> None:
         subprocess.run(["ip", "link", "delete", bridge], capture_output=True, check=False)
 
 
-def forget_results(node_id: str) -> None:
-    """containerd 1.6's CNI result caches of this node's network."""
+def forget_results(node_id: str, sandbox_ids: list[str]) -> None:
+    """containerd 1.6's CNI result caches of this node's network, and the loopback
+    network's of its sandboxes (normally removed with each sandbox; not when a
+    sandbox's setup failed half-way)."""
     if not CNI_RESULTS.is_dir():
         return
-    for path in CNI_RESULTS.glob(f"{network_name(node_id)}-*"):
+    paths = list(CNI_RESULTS.glob(f"{network_name(node_id)}-*"))
+    paths += [CNI_RESULTS / f"cni-loopback-{sandbox}-lo" for sandbox in sandbox_ids]
+    for path in paths:
         with contextlib.suppress(OSError):
             path.unlink()
 
