@@ -81,8 +81,10 @@ UNUSABLE_HANDLERS: dict[str, str] = {
 """Handlers a kubelet may be asked for that no real node here can run, and why."""
 RUNTIME_BINARIES = {"runc": "runc", "crun": "crun", "runsc": "runsc"}
 DISABLED_PLUGINS = [
-    # Nothing here uses them; each costs start-up time or touches host paths
-    # (/opt/containerd).
+    # Nothing here uses them, and "opt" would create /opt/containerd on the host.
+    # Disabling them does not speed start-up measurably (median of 5 starts: 160 ms
+    # with none disabled, 167 ms with these). io.containerd.runtime.v1.linux must stay:
+    # the tasks service, and with it the CRI plugin, fails to load without it.
     "io.containerd.internal.v1.opt",
     "io.containerd.snapshotter.v1.aufs",
     "io.containerd.snapshotter.v1.btrfs",
