@@ -10,6 +10,7 @@ would::
     SimError
     ├── ConfigError               bad flags, settings or profile file (exit 2)
     ├── WorkloadError             workload binary missing or not buildable (exit 1)
+    ├── RealNodeUnavailable       this machine cannot run a real-pod node (exit 1)
     └── ApiError                  a request the API refuses; renders as a Status
         ├── BadRequest            400  malformed body, selector, query
         ├── Forbidden             403  admission refused (unknown RuntimeClass, ...)
@@ -42,6 +43,15 @@ class ConfigError(SimError):
 
 class WorkloadError(SimError):
     """The workload binary cannot be found or built."""
+
+
+class RealNodeUnavailable(SimError):
+    """This machine cannot run a node with real pods (not root, a runtime or tool
+    missing, cgroups not writable); the message says what is missing and how to fix it."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 class ApiError(SimError):
