@@ -19,6 +19,7 @@ __all__ = [
     "PROTOCOL",
     "REJECTED_SEQUENCE_KEY",
     "RUNTIME_REPORT_LAG_NS",
+    "WORKLOAD_IMAGE",
 ]
 
 PROTOCOL = "v1"
@@ -58,3 +59,9 @@ first responses up to 4.2 ms before their container_started. 50 ms covers a Kata
 VM's round trip and a loaded node, and is still far below the errors the check
 is there to catch (a probe midpoint of watch lag, an answer from a stale address:
 hundreds of ms)."""
+
+WORKLOAD_IMAGE = "ghcr.io/rtbench/workload:0.1.0"
+"""The workload image rtctl, the chart and deploy/examples name: deploy/images/
+workload.Dockerfile's build with a fixed tag (runs record the image they ran, so never
+``latest``). The embedded cluster's real-pod nodes hold their locally built workload
+image under this name too, so rtctl's default runs there without a registry."""

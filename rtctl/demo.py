@@ -211,8 +211,15 @@ def demo_runtimes(
     return SIMULATED_RUNTIMES
 
 
-def demo_plan_yaml(settings: DemoSettings) -> str:
-    """The embedded plan, as a commented plan file (rtctl run-plan runs it unchanged)."""
+REAL_MEMORY = {"runsc": "64Mi"}
+"""Memory limits for real runtimes that need more than the workload's 16Mi: gVisor charges
+its sandbox (about 18 MiB here) to the pod's cgroup, and a real runsc pod under 32Mi fails
+to start. The others keep the plan default."""
+
+
+def demo_plan_yaml(settings: DemoSettings, *, real: bool = False) -> str:
+    """The embedded plan, as a commented plan file (rtctl run-plan runs it unchanged);
+    ``real``: for real runtimes (``REAL_MEMORY``)."""
     if not settings.runtimes:
         raise UsageError("the demo has no runtime to compare")
     plan = {
@@ -223,7 +230,10 @@ def demo_plan_yaml(settings: DemoSettings) -> str:
         "timeout": format_duration(settings.timeout_s),
         "settle": format_duration(settings.settle_s),
         "baseline": settings.runtimes[0],
-        "runtimes": dict.fromkeys(settings.runtimes),
+        "runtimes": {
+            r: ({"memory": REAL_MEMORY[r]} if real and r in REAL_MEMORY else None)
+            for r in settings.runtimes
+        },
     }
     if settings.seed is not None:
         plan["seed"] = settings.seed
@@ -300,7 +310,7 @@ async def run(args: argparse.Namespace) -> int:
             why = f": {stack.real_unavailable}" if stack.real_unavailable else ""
             say(f"pods are simulated (runtime profiles){why}")
         runtimes = demo_runtimes(settings, stack.pods, stack.real_handlers)
-        plan_text = demo_plan_yaml(replace(settings, runtimes=runtimes))
+        plan_text = demo_plan_yaml(replace(settings, runtimes=runtimes), real=stack.pods == "real")
         plan = parse_plan(plan_text, str(plan_path))
         plan_path.write_text(plan_text, encoding="utf-8")
         say(f"comparing {', '.join(runtimes)}; the plan: {plan_path}")

@@ -29,6 +29,8 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
+from rtbench.protocol import WORKLOAD_IMAGE
+
 __all__ = [
     "APP",
     "APP_LABEL",
@@ -63,10 +65,10 @@ PROBE_PORT_ANNOTATION = "rtbench.io/probe-port"
 """The agent probes this port (agent/transitions.py PROBE_PORT_ANNOTATION)."""
 WORKLOAD_PORT = 8080
 """The workload's default port (workload/server.c) and the one the chart exposes."""
-DEFAULT_IMAGE = "ghcr.io/rtbench/workload:0.1.0"
-"""The image deploy/examples and the chart use: deploy/images/workload.Dockerfile's build,
-pushed by deploy/images/build.sh with a fixed tag (runs record the image they ran, so never
-``latest``). The simulated cluster runs its own workload binary whatever the image says."""
+DEFAULT_IMAGE = WORKLOAD_IMAGE
+"""The image deploy/examples and the chart use (rtbench.protocol.WORKLOAD_IMAGE). Pods on
+simulated runtimes run the simulator's workload binary whatever the image says; real-pod
+nodes hold their own build of it under this name."""
 DEFAULT_MEMORY = "16Mi"
 """The limit most runtimes ran with on the Raspberry Pi 5 study (DESIGN.md)."""
 DEFAULT_RUNTIME_CLASS = "default"

@@ -50,6 +50,7 @@ import grpc
 
 from rtbench.cri import api_pb2 as cri
 from rtbench.cri import api_pb2_grpc as cri_grpc
+from rtbench.protocol import WORKLOAD_IMAGE
 
 from ..errors import RealNodeUnavailable
 from . import network, registry
@@ -257,6 +258,7 @@ class RealContainerd:
                 ip_forward_before=before,
             )
             registry.write_entry(self._entry)
+            network.hold_benchmark_range()
 
     def _prepare(self) -> None:
         for directory in (self.base, self.run_dir / "bin", self.run_dir / "log"):
@@ -382,6 +384,19 @@ class RealContainerd:
                 raise _unavailable(
                     f"ctr images import {image.tar} failed: {output.decode(errors='replace')}"
                 )
+        # The workload under the name rtctl, the chart and the examples use, as if it had
+        # been pulled: rtctl's default then runs here without a registry.
+        await self._ctr("images", "tag", "--force", self.images["workload"], WORKLOAD_IMAGE)
+
+    async def _ctr(self, *args: str) -> None:
+        proc = await asyncio.create_subprocess_exec(
+            "ctr", "-a", str(self.socket), "-n", NAMESPACE, *args,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        output, _ = await proc.communicate()
+        if proc.returncode != 0:
+            raise _unavailable(f"ctr {' '.join(args)} failed: {output.decode(errors='replace')}")
 
     # -- stop ----------------------------------------------------------------------------
 
@@ -443,6 +458,8 @@ class RealContainerd:
             before = self._entry.ip_forward_before if self._entry else ""
             if not others and before:
                 network.write_ip_forward(before)
+            if not others:
+                network.release_benchmark_range()
             if self._entry is not None:
                 registry.remove_entry(self._entry)
 

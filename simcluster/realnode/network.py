@@ -28,13 +28,16 @@ import subprocess
 from pathlib import Path
 
 __all__ = [
+    "BENCHMARK_RANGE",
     "CNI_BIN_DIR",
     "CNI_PLUGINS",
     "IP_FORWARD",
     "bridge_exists",
     "delete_bridge",
     "forget_results",
+    "hold_benchmark_range",
     "network_name",
+    "release_benchmark_range",
     "write_conflist",
 ]
 
@@ -76,6 +79,27 @@ def write_conflist(conf_dir: Path, node_id: str, bridge: str, subnet: str, data_
     path = conf_dir / "10-rtbench.conflist"
     path.write_text(json.dumps(conflist, indent=1))
     return path
+
+
+BENCHMARK_RANGE = "198.18.0.0/15"
+"""RFC 2544's range for benchmarking: every node's subnet is a /22 of it."""
+
+
+def hold_benchmark_range() -> None:
+    """A blackhole route for the whole range while a node lives: a node's own /22 (on
+    its bridge) is more specific and wins; any other address of the range, such as a
+    deleted pod's whose bridge is gone, is refused here instead of following the
+    default route off the machine (where a gateway might even answer)."""
+    subprocess.run(
+        ["ip", "route", "replace", "blackhole", BENCHMARK_RANGE], capture_output=True, check=False
+    )
+
+
+def release_benchmark_range() -> None:
+    """Undo ``hold_benchmark_range`` (the last node to stop does)."""
+    subprocess.run(
+        ["ip", "route", "del", "blackhole", BENCHMARK_RANGE], capture_output=True, check=False
+    )
 
 
 def bridge_exists(bridge: str) -> bool:

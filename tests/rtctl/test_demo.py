@@ -14,7 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from rtctl.demo import DemoSettings, demo_plan_yaml, demo_settings
+from rtctl.demo import (
+    REAL_RUNTIMES,
+    SIMULATED_RUNTIMES,
+    DemoSettings,
+    demo_plan_yaml,
+    demo_settings,
+)
 from rtctl.errors import UsageError
 from rtctl.plan import parse_plan
 
@@ -181,7 +187,10 @@ def test_the_seed_help_says_the_order_is_fixed_without_one(
 
 @pytest.mark.parametrize(
     "settings",
-    [DemoSettings(), DemoSettings(runtimes=("crun",), replicas=(5, 10), repetitions=3, seed=4)],
+    [
+        DemoSettings(runtimes=SIMULATED_RUNTIMES),
+        DemoSettings(runtimes=("crun",), replicas=(5, 10), repetitions=3, seed=4),
+    ],
 )
 def test_the_embedded_plan_is_a_valid_plan(settings: DemoSettings) -> None:
     plan = parse_plan(demo_plan_yaml(settings), "demo.yaml")
@@ -211,6 +220,11 @@ def test_the_demo_runs_real_runtimes_where_it_can(tmp_path: Path, workload_binar
     runs = report["runs"]
     assert sorted(r["spec"]["runtime_class"] for r in runs) == ["crun", "runc", "runsc"]
     assert all(r["state"] == "succeeded" for r in runs), runs
+    assert report["mode"] == "real"
+    assert report["runtime_modes"] == {"runc": "real", "crun": "real", "runsc": "real"}
+    html = (out / "report.html").read_text()
+    assert 'class="mode mode-real"' in html
+    assert 'class="mode mode-simulated"' not in html
     for run in runs:
         for pod in run["pods"]:
             phases = (
@@ -220,3 +234,11 @@ def test_the_demo_runs_real_runtimes_where_it_can(tmp_path: Path, workload_binar
             )
             assert {"sandbox_started", "container_started", "first_response"} <= phases, pod
     assert leftovers(out) == ""
+
+
+def test_with_real_pods_gvisor_gets_the_memory_its_sandbox_needs() -> None:
+    plan = parse_plan(demo_plan_yaml(DemoSettings(runtimes=REAL_RUNTIMES), real=True), "demo.yaml")
+    memory = {v.runtime_class: v.memory for v in plan.variants}
+    assert memory["runsc"] == "64Mi" and memory["runc"] == memory["crun"] == "16Mi"
+    with pytest.raises(UsageError, match="no runtime"):
+        demo_plan_yaml(DemoSettings())
