@@ -7,7 +7,8 @@ pods (``rtbench-sim --node-mode real``: rtbench's own containerd, CNI bridge,
 containerd, ``collector serve``.
 
 1. **Start-up per runtime.** For each of ``--repetitions`` (3), every runtime in
-   a random order, two runs each: a burst (``rtctl start-run --replicas 30``)
+   a random order, two runs each (memory limits as the demo's: 16Mi, runsc 64Mi):
+   a burst (``rtctl start-run --replicas 30``)
    and 30 pods one at a time (30 runs of one replica). Per phase
    (sandbox_started, container_started, first_response, ready) from the create:
    p50 and p99 of the pods, from ``rtctl report RUN --format json``. Ratios
@@ -53,9 +54,10 @@ import grpc
 from rtbench.cri import api_pb2 as cri
 from rtbench.cri import api_pb2_grpc as cri_grpc
 from rtbench.percentiles import nearest_rank
+from rtctl.demo import REAL_MEMORY
 from rtctl.localstack import LocalStack, StackSettings
 from rtctl.stats import bootstrap_ratio_runs
-from rtctl.workload import DEFAULT_IMAGE, pod_labels, workload_deployment
+from rtctl.workload import DEFAULT_IMAGE, DEFAULT_MEMORY, pod_labels, workload_deployment
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from procstats import cpu_seconds, status_kb
@@ -123,6 +125,7 @@ class Bench:
         started = self.run(
             "rtctl", "start-run", "--runtime-class", runtime, "--replicas", str(replicas),
             "--run-id", run_id, "--keep", "--settle", "0", "--format", "json",
+            "--memory", memory(runtime),
         )  # fmt: skip
         cpu = cpu_seconds(agent) - cpu_before
         if started.returncode != 0:
@@ -158,7 +161,7 @@ class Bench:
         )
         body = workload_deployment(
             run_id=run_id, namespace="default", replicas=replicas, image=DEFAULT_IMAGE,
-            memory="16Mi", runtime_class=runtime, labels=labels,
+            memory=memory(runtime), runtime_class=runtime, labels=labels,
         )  # fmt: skip
         request = urllib.request.Request(
             self.stack.sim_url + "/apis/apps/v1/namespaces/default/deployments",
@@ -189,6 +192,11 @@ class Bench:
             "container_started_ns": [s - created_ns for s in started],
             "listen_ns": [v - created_ns for v in listens.values()],
         }
+
+
+def memory(runtime: str) -> str:
+    """The demo's limits: 16Mi, gVisor 64Mi (its sandbox is charged to the pod)."""
+    return REAL_MEMORY.get(runtime, DEFAULT_MEMORY)
 
 
 def selector_uids(bench: Bench, selector: str) -> set[str]:
