@@ -145,6 +145,10 @@ class Bench:
                     "error_ns": abs(first["time_ns"] - listened)
                     if first is not None and listened is not None
                     else None,
+                    # Positive: the first response came after the logged listen.
+                    "late_ns": first["time_ns"] - listened
+                    if first is not None and listened is not None
+                    else None,
                 }
             )
         self.delete_run(run_id)
@@ -255,11 +259,13 @@ def phase_table(runs: list[Result]) -> Result:
             "run_p50_ms": spread([v for v in per_run if v == v]),
         }
     errors = [p["error_ns"] for r in runs for p in r["pods"] if p["error_ns"] is not None]
+    late = [p["late_ns"] for r in runs for p in r["pods"] if p.get("late_ns") is not None]
     table["first_response_error"] = {
         "p50_ms": pct(errors, 50),
         "p99_ms": pct(errors, 99),
         "max_ms": ms(max(errors)) if errors else None,
         "pods": len(errors),
+        "late_share": sum(v > 0 for v in late) / len(late) if late else None,
     }
     return table
 

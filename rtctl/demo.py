@@ -1,12 +1,19 @@
 """``rtctl demo``: the README's first command, the whole job on one machine in a few minutes.
 
 A newcomer should see what rtbench is for before reading how: this starts the
-local stack (``rtctl.localstack``: a simulated 2-node cluster, one agent per
+local stack (``rtctl.localstack``: the embedded 2-node cluster, one agent per
 node, the collector; InfluxDB too when the machine has ``influxd``), runs a
-small embedded plan over several runtime profiles through the same runner as
-``rtctl run-plan``, writes the same report as ``rtctl report --out`` and says
-where it is. Nothing is special-cased for the demo: the plan is written next to
-the report (``DIR/plan.yaml``) and can be run as it is against a real cluster.
+small embedded plan through the same runner as ``rtctl run-plan``, writes the
+same report as ``rtctl report --out`` and says where it is. Nothing is
+special-cased for the demo: the plan is written next to the report
+(``DIR/plan.yaml``) and can be run as it is against a real cluster.
+
+What it compares depends on the machine (``--pods auto``): as root with
+containerd and runc, the cluster's pods are real containers (rtbench's own
+containerd, ``rtbench-sim --node-mode real``) and the plan compares real runc,
+crun and gVisor (runsc); elsewhere the pods follow the simulator's runtime
+profiles (runc, crun, runsc, kata-qemu, kata-fc) and the demo says why. The
+report marks every runtime real or simulated.
 
 Everything lands in ``DIR`` (default ``./rtbench-demo``): the report, the plan,
 and the stack's journal, logs and agent spools under ``DIR/stack``. The
@@ -142,9 +149,11 @@ _OPTIONS: dict[str, tuple[Callable[[str], Any], str, str]] = {
     "timeout_s": (parse_duration, "DURATION", "time a run may take until every pod answered"),
 }
 DESCRIPTION = (
-    "Start a simulated Kubernetes cluster, an agent per node and the collector on this "
+    "Start the embedded Kubernetes cluster, an agent per node and the collector on this "
     "machine (plus a private InfluxDB when influxd is installed), run a small plan over "
-    "several runtime profiles, write the report (HTML, PNG figures, JSON) and stop again. "
+    "real runc, crun and gVisor pods where this machine can (root, containerd; else over "
+    "the simulator's runtime profiles, saying why), write the report (HTML, PNG figures, "
+    "JSON) and stop again. "
     "DIR/plan.yaml is the plan, runnable on a real cluster with `rtctl run-plan`; the "
     "stack's journal and logs stay in DIR/stack, so running the demo again with the same "
     "--out resumes an interrupted one (delete DIR for a fresh start). Every flag can also "
@@ -163,7 +172,7 @@ def _env(name: str) -> str:
 def add_parser(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "demo",
-        help="run a small benchmark on a local simulated cluster and write a report",
+        help="run a small benchmark on the local embedded cluster and write a report",
         description=DESCRIPTION,
     )
     defaults = {f.name: f.default for f in fields(DemoSettings)}

@@ -146,7 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
             "Serve a simulated Kubernetes cluster over HTTP on loopback. Its nodes' kubelets run "
             "the real workload server for each pod, on a unique 127.x.y.z address, after delays "
             "drawn from the pod's runtime profile (runc, crun, runsc, kata-*, urunc, youki, "
-            "wasmtime). Every option can also be set in the environment as RTBENCH_SIM_<OPTION>, "
+            "wasmtime); with --node-mode real they start real containers instead, through "
+            "rtbench's own containerd (runc, crun, runsc) on a CNI bridge in 198.18.0.0/15. "
+            "Every option can also be set in the environment as RTBENCH_SIM_<OPTION>, "
             "e.g. RTBENCH_SIM_NODES=3; flags win."
         ),
     )
