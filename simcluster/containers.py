@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from .objects import Obj, parse_bytes, rfc3339
 from .podstatus import ContainerView
-from .probing import run_probe
+from .podworker import readiness_loop, spec_env
 from .processes import WorkloadProcess, spawn
 from .runtime_events import RuntimeEventKind
 
@@ -243,25 +243,7 @@ class ContainerRun:
 
     def _env(self) -> dict[str, str]:
         w = self.worker
-        env = {"PATH": _PATH, "HOSTNAME": w.name}
-        refs = {
-            "metadata.name": w.name,
-            "metadata.namespace": w.namespace,
-            "metadata.uid": w.uid,
-            "spec.nodeName": w.kubelet.name,
-            "spec.serviceAccountName": str(w.pod.get("spec", {}).get("serviceAccountName", "")),
-            "status.podIP": w.ip or "",
-            "status.hostIP": w.kubelet.node_ip,
-        }
-        for item in self.spec.get("env") or []:
-            if not isinstance(item, dict) or not isinstance(item.get("name"), str):
-                continue
-            if "value" in item:
-                env[item["name"]] = str(item["value"])
-            else:
-                path = ((item.get("valueFrom") or {}).get("fieldRef") or {}).get("fieldPath")
-                if path in refs:
-                    env[item["name"]] = refs[path]
+        env = {"PATH": _PATH, "HOSTNAME": w.name, **spec_env(self.spec, w.field_refs())}
         env["LISTEN_ADDR"] = w.ip or ""
         env["PORT"] = str(self.port)
         return env
@@ -283,26 +265,14 @@ class ContainerRun:
         )
 
     async def _probe_loop(self, probe: Obj, started_ns: int) -> None:
-        w = self.worker
-        initial = float(probe.get("initialDelaySeconds") or 0)
-        period = max(1.0, float(probe.get("periodSeconds") or 10))
-        success_needed = max(1, int(probe.get("successThreshold") or 1))
-        failure_needed = max(1, int(probe.get("failureThreshold") or 3))
-        wait = started_ns / 1e9 + initial - time.time()
-        if wait > 0:
-            await asyncio.sleep(wait)
-        successes = failures = 0
-        while True:
-            assert w.ip is not None
-            ok = await run_probe(probe, self.spec, w.ip)
-            successes, failures = (successes + 1, 0) if ok else (0, failures + 1)
-            if ok and not self.probe_ready and successes >= success_needed:
-                self.probe_ready = True
-                w.publish_now()
-            elif not ok and self.probe_ready and failures >= failure_needed:
-                self.probe_ready = False
-                w.publish_now()
-            await asyncio.sleep(period)
+        await readiness_loop(
+            probe, self.spec, lambda: self.worker.ip, started_ns / 1e9,
+            lambda: self.probe_ready, self._set_ready,
+        )  # fmt: skip
+
+    def _set_ready(self, ready: bool) -> None:
+        self.probe_ready = ready
+        self.worker.publish_now()
 
     def stop_prober(self) -> None:
         self.probe_ready = False

@@ -46,7 +46,7 @@ from rtbench.cri import api_pb2_grpc as cri_grpc
 from .containers import STABLE_RUN, container_port, memory_limit
 from .objects import Obj, rfc3339
 from .podstatus import ContainerView
-from .probing import run_probe
+from .podworker import PodWorkerBase, readiness_loop, spec_env
 
 if TYPE_CHECKING:
     from .kubelet import Kubelet
@@ -306,25 +306,7 @@ class CriContainer:
 
     def _env(self) -> dict[str, str]:
         w = self.worker
-        refs = {
-            "metadata.name": w.name,
-            "metadata.namespace": w.namespace,
-            "metadata.uid": w.uid,
-            "spec.nodeName": w.kubelet.name,
-            "spec.serviceAccountName": str(w.pod.get("spec", {}).get("serviceAccountName", "")),
-            "status.podIP": w.ip or "",
-            "status.hostIP": w.kubelet.node_ip,
-        }
-        env: dict[str, str] = {}
-        for item in self.spec.get("env") or []:
-            if not isinstance(item, dict) or not isinstance(item.get("name"), str):
-                continue
-            if "value" in item:
-                env[item["name"]] = str(item["value"])
-            else:
-                path = ((item.get("valueFrom") or {}).get("fieldRef") or {}).get("fieldPath")
-                if path in refs:
-                    env[item["name"]] = refs[path]
+        env = spec_env(self.spec, w.field_refs())
         # The workload listens on every address of its own network namespace; a
         # hostNetwork pod shares the node's, so it binds the node's address only.
         env["LISTEN_ADDR"] = w.kubelet.node_ip if w.host_network else WORKLOAD_LISTEN_ALL
@@ -412,27 +394,16 @@ class CriContainer:
         )
 
     async def _probe_loop(self, probe: Obj) -> None:
-        w = self.worker
-        initial = float(probe.get("initialDelaySeconds") or 0)
-        period = max(1.0, float(probe.get("periodSeconds") or 10))
-        success_needed = max(1, int(probe.get("successThreshold") or 1))
-        failure_needed = max(1, int(probe.get("failureThreshold") or 3))
         started = (self.state.get("running") or {}).get("startedAt")
-        wait = initial - (_age(started) if started else 0.0)
-        if wait > 0:
-            await asyncio.sleep(wait)
-        successes = failures = 0
-        while True:
-            assert w.ip is not None
-            ok = await run_probe(probe, self.spec, w.ip)
-            successes, failures = (successes + 1, 0) if ok else (0, failures + 1)
-            if ok and not self.probe_ready and successes >= success_needed:
-                self.probe_ready = True
-                w.publish_now()
-            elif not ok and self.probe_ready and failures >= failure_needed:
-                self.probe_ready = False
-                w.publish_now()
-            await asyncio.sleep(period)
+        since = time.time() - (_age(started) if started else 0.0)
+        await readiness_loop(
+            probe, self.spec, lambda: self.worker.ip, since, lambda: self.probe_ready,
+            self._set_ready,
+        )  # fmt: skip
+
+    def _set_ready(self, ready: bool) -> None:
+        self.probe_ready = ready
+        self.worker.publish_now()
 
     def stop_prober(self) -> None:
         self.probe_ready = False
@@ -450,60 +421,20 @@ def _age(stamp: str) -> float:
     return max(0.0, time.time() - then)
 
 
-class CriPodWorker:
+class CriPodWorker(PodWorkerBase[CriContainer]):
     """Everything the kubelet does for one real pod, from first sight to removal."""
 
     def __init__(self, kubelet: Kubelet, pod: Obj, runtime: RealRuntime, cri_: Cri) -> None:
-        md = pod["metadata"]
-        self.kubelet = kubelet
-        self.pod = pod
+        super().__init__(kubelet, pod)
         self.runtime = runtime
         self.cri = cri_
-        self.uid: str = md["uid"]
-        self.namespace: str = md["namespace"]
-        self.name: str = md["name"]
-        self.restart_policy: str = pod["spec"].get("restartPolicy", "Always")
-        self.host_network = pod["spec"].get("hostNetwork") is True
         self.handler = kubelet.handler_for(pod)
         self.sandbox_id = ""
-        self.sandbox_created = False
         self.sandbox_config = cri.PodSandboxConfig()
-        self.ip: str | None = None
-        self.start_time = rfc3339()
-        self.log_dir = kubelet.state_dir / f"{self.namespace}_{self.name}_{self.uid}"
-        self.containers = [CriContainer(self, c) for c in pod["spec"]["containers"]]
-        self.observed: list[ContainerView] = [c.view() for c in self.containers]
-        self.observed_ip: str | None = None
-        self._observed = asyncio.Event()
-        self._observed.set()
-        self.gone = False
-        self._main: asyncio.Task[None] | None = None
-        self._termination: asyncio.Task[None] | None = None
-        self._deadline = 0.0
-        self._hurry = asyncio.Event()
         self._cgroup = False
+        self._containers_set([CriContainer(self, c) for c in pod["spec"]["containers"]])
 
     # -- services for the containers and the relist ----------------------------------------
-
-    def changed(self) -> None:
-        self._observed.clear()
-        self.kubelet.mark_dirty(self)
-
-    async def wait_observed(self) -> None:
-        await self._observed.wait()
-
-    def publish_now(self, container: CriContainer | None = None) -> None:
-        if container is not None:
-            index = self.containers.index(container)
-            self.observed = [*self.observed[:index], container.view(), *self.observed[index + 1 :]]
-        self.kubelet.publish(self)
-
-    def observe(self) -> None:
-        self.observed = [c.view() for c in self.containers]
-        self.observed_ip = self.ip
-        for container, view in zip(self.containers, self.observed, strict=True):
-            container.on_observed(view)
-        self._observed.set()
 
     def _fail_all(self, reason: str, message: str) -> None:
         """Every container waits for the same reason (the sandbox's), published at once."""
@@ -520,22 +451,6 @@ class CriPodWorker:
         return self.runtime.pod_memory_bytes(self.uid) or 0
 
     # -- lifecycle ------------------------------------------------------------------
-
-    @property
-    def terminating(self) -> bool:
-        return self._termination is not None
-
-    def start(self) -> None:
-        self._main = asyncio.get_running_loop().create_task(
-            self._run(), name=f"pod {self.namespace}/{self.name}"
-        )
-        self._main.add_done_callback(self._main_done)
-
-    def _main_done(self, task: asyncio.Task[None]) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            log.error(
-                "pod worker %s/%s failed", self.namespace, self.name, exc_info=task.exception()
-            )
 
     def _sandbox_config(self, cgroup_parent: str) -> cri.PodSandboxConfig:
         labels = {
@@ -643,30 +558,6 @@ class CriPodWorker:
             self.ip = status.status.network.ip or None
         self.changed()
 
-    def terminate(self, grace: float, *, gone: bool) -> None:
-        self.gone = self.gone or gone
-        deadline = time.monotonic() + max(0.0, grace)
-        if self._termination is None:
-            self._deadline = deadline
-            self._termination = asyncio.get_running_loop().create_task(
-                self._terminate(), name=f"terminate {self.namespace}/{self.name}"
-            )
-        elif deadline < self._deadline:
-            self._deadline = deadline
-            self._hurry.set()
-
-    async def _terminate(self) -> None:
-        try:
-            await self._stop_everything()
-        finally:
-            self.kubelet.workers.pop(self.uid, None)
-        if self.gone:
-            return
-        if any(c.instances for c in self.containers):
-            codes = [int((v.terminated or {}).get("exitCode", 0)) for v in self.observed]
-            self.kubelet.publish(self, final_phase="Succeeded" if not any(codes) else "Failed")
-        self.kubelet.registry.remove("Pod", self.namespace, self.name, uid=self.uid)
-
     async def _stop_container(self, container: CriContainer) -> None:
         if container.container_id is None:
             return
@@ -696,9 +587,7 @@ class CriPodWorker:
             stop.add_done_callback(lambda f: f.exception() if not f.cancelled() else None)
 
     async def _stop_everything(self) -> None:
-        if self._main is not None:
-            self._main.cancel()
-            await asyncio.gather(self._main, return_exceptions=True)
+        await self._cancel_main()
         for container in self.containers:
             container.stop_prober()
         await asyncio.gather(*(self._stop_container(c) for c in self.containers))
@@ -732,12 +621,6 @@ class CriPodWorker:
         if self._cgroup:
             self._cgroup = False
             await asyncio.to_thread(self.runtime.remove_pod_cgroup, self.uid)
-
-    async def shutdown(self) -> None:
-        self.gone = True
-        self.terminate(1.0, gone=True)
-        assert self._termination is not None
-        await asyncio.gather(self._termination, return_exceptions=True)
 
 
 class CriRelister:

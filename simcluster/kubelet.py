@@ -30,8 +30,9 @@ from typing import Any, Protocol
 from .addresses import AddressPool
 from .containers import ContainerRun
 from .cripod import Cri, CriContainer, CriPodWorker, CriRelister, RealRuntime
-from .objects import Obj, rfc3339
+from .objects import Obj
 from .podstatus import ContainerView, build_status
+from .podworker import PodWorkerBase
 from .profiles import DEFAULT_RUNTIME, RuntimeProfile
 from .registry import Registry
 from .runtime_events import RuntimeEventKind, RuntimeEventLog
@@ -49,42 +50,18 @@ class _Readiness(Protocol):
     def ready(self, view: ContainerView) -> bool: ...
 
 
-SHUTDOWN_GRACE = 1.0
-"""Seconds workloads get between SIGTERM and SIGKILL when the simulator stops."""
 REAL_MIN_RELIST = 0.02
 """With ``pleg_period`` 0 a real-pod node still has to ask its runtime: this often."""
 
 
-class PodWorker:
-    """Everything the kubelet does for one pod, from first sight to removal."""
+class PodWorker(PodWorkerBase[ContainerRun]):
+    """Everything the kubelet does for one pod on a runtime profile."""
 
     def __init__(self, kubelet: Kubelet, pod: Obj) -> None:
-        md = pod["metadata"]
-        self.kubelet = kubelet
-        self.pod = pod
-        self.uid: str = md["uid"]
-        self.namespace: str = md["namespace"]
-        self.name: str = md["name"]
-        self.restart_policy: str = pod["spec"].get("restartPolicy", "Always")
-        self.host_network = pod["spec"].get("hostNetwork") is True
-        """The pod's processes listen on the node's address, as hostNetwork pods do."""
+        super().__init__(kubelet, pod)
         self.profile = kubelet.profile_for(pod)
         self.sandbox_id = secrets.token_hex(32)
-        self.sandbox_created = False
-        self.ip: str | None = None
-        self.start_time = rfc3339()
-        self.log_dir = kubelet.state_dir / f"{self.namespace}_{self.name}_{self.uid}"
-        self.containers = [ContainerRun(self, c) for c in pod["spec"]["containers"]]
-        # What the last relist saw; the API is written from this.
-        self.observed: list[ContainerView] = [c.view() for c in self.containers]
-        self.observed_ip: str | None = None
-        self._observed = asyncio.Event()
-        self._observed.set()
-        self.gone = False
-        self._main: asyncio.Task[None] | None = None
-        self._termination: asyncio.Task[None] | None = None
-        self._deadline = 0.0
-        self._hurry = asyncio.Event()
+        self._containers_set([ContainerRun(self, c) for c in pod["spec"]["containers"]])
 
     # -- services for ContainerRun -------------------------------------------------
 
@@ -115,46 +92,7 @@ class PodWorker:
             host_network=self.host_network if ip is not None else False,
         )
 
-    def changed(self) -> None:
-        """Runtime state changed; the API learns it at the next relist."""
-        self._observed.clear()
-        self.kubelet.mark_dirty(self)
-
-    async def wait_observed(self) -> None:
-        await self._observed.wait()
-
-    def publish_now(self, container: ContainerRun | None = None) -> None:
-        """Write the status now; with ``container``, its state as the sync loop sets it."""
-        if container is not None:
-            index = self.containers.index(container)
-            self.observed = [*self.observed[:index], container.view(), *self.observed[index + 1 :]]
-        self.kubelet.publish(self)
-
-    def observe(self) -> None:
-        """The relist: take the runtime state as the state to publish."""
-        self.observed = [c.view() for c in self.containers]
-        self.observed_ip = self.ip
-        for container, view in zip(self.containers, self.observed, strict=True):
-            container.on_observed(view)
-        self._observed.set()
-
     # -- lifecycle ------------------------------------------------------------------
-
-    @property
-    def terminating(self) -> bool:
-        return self._termination is not None
-
-    def start(self) -> None:
-        self._main = asyncio.get_running_loop().create_task(
-            self._run(), name=f"pod {self.namespace}/{self.name}"
-        )
-        self._main.add_done_callback(self._main_done)
-
-    def _main_done(self, task: asyncio.Task[None]) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            log.error(
-                "pod worker %s/%s failed", self.namespace, self.name, exc_info=task.exception()
-            )
 
     async def _run(self) -> None:
         k = self.kubelet
@@ -192,35 +130,8 @@ class PodWorker:
             for task in tasks:
                 task.cancel()
 
-    def terminate(self, grace: float, *, gone: bool) -> None:
-        """Stop the pod within ``grace`` seconds; ``gone``: the object is already deleted."""
-        self.gone = self.gone or gone
-        deadline = time.monotonic() + max(0.0, grace)
-        if self._termination is None:
-            self._deadline = deadline
-            self._termination = asyncio.get_running_loop().create_task(
-                self._terminate(), name=f"terminate {self.namespace}/{self.name}"
-            )
-        elif deadline < self._deadline:
-            self._deadline = deadline
-            self._hurry.set()
-
-    async def _terminate(self) -> None:
-        try:
-            await self._stop_everything()
-        finally:
-            self.kubelet.workers.pop(self.uid, None)
-        if self.gone:
-            return
-        if any(c.instances for c in self.containers):
-            codes = [int((v.terminated or {}).get("exitCode", 0)) for v in self.observed]
-            self.kubelet.publish(self, final_phase="Succeeded" if not any(codes) else "Failed")
-        self.kubelet.registry.remove("Pod", self.namespace, self.name, uid=self.uid)
-
     async def _stop_everything(self) -> None:
-        if self._main is not None:
-            self._main.cancel()
-            await asyncio.gather(self._main, return_exceptions=True)
+        await self._cancel_main()
         processes = {c: c.process for c in self.containers if c.process is not None}
         for process in processes.values():
             process.signal(signal.SIGTERM)
@@ -247,13 +158,6 @@ class PodWorker:
             self.kubelet.ips.release(self.ip)
         if self.sandbox_created:
             self.record(RuntimeEventKind.SANDBOX_STOPPED)
-
-    async def shutdown(self) -> None:
-        """The simulator stops: end the processes, write nothing to the API."""
-        self.gone = True
-        self.terminate(SHUTDOWN_GRACE, gone=True)
-        assert self._termination is not None
-        await asyncio.gather(self._termination, return_exceptions=True)
 
 
 class Kubelet:
@@ -291,7 +195,7 @@ class Kubelet:
         self._relister = CriRelister(name, cri) if cri is not None else None
         self.workers: dict[str, PodWorker | CriPodWorker] = {}
         self.starting = 0
-        self._dirty: dict[str, PodWorker | CriPodWorker] = {}
+        self._dirty: dict[str, PodWorkerBase[Any]] = {}
         self._watcher = store.subscribe(["Pod"])
 
     def handler_for(self, pod: Obj) -> str:
@@ -347,7 +251,7 @@ class Kubelet:
 
     # -- PLEG -------------------------------------------------------------------------
 
-    def mark_dirty(self, worker: PodWorker | CriPodWorker) -> None:
+    def mark_dirty(self, worker: PodWorkerBase[Any]) -> None:
         if worker.terminating:
             return  # the termination writes the final status itself
         if self.settings.pleg_period == 0 and self.real is None:
@@ -378,7 +282,7 @@ class Kubelet:
                 worker.observe()
                 self.publish(worker)
 
-    def publish(self, worker: PodWorker | CriPodWorker, *, final_phase: str | None = None) -> None:
+    def publish(self, worker: PodWorkerBase[Any], *, final_phase: str | None = None) -> None:
         """Write the pod's status as the kubelet last observed it."""
         if worker.gone:
             return
