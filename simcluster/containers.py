@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from .objects import Obj, parse_bytes, rfc3339
 from .podstatus import ContainerView
-from .podworker import readiness_loop, spec_env
+from .podworker import RestartBackoff, readiness_loop, spec_env
 from .processes import WorkloadProcess, spawn
 from .runtime_events import RuntimeEventKind
 
@@ -57,7 +57,9 @@ def memory_limit(spec: Obj) -> int | None:
         return None
 
 
-class ContainerRun:
+class ContainerRun(RestartBackoff):
+    worker: PodWorker
+
     def __init__(self, worker: PodWorker, spec: Obj) -> None:
         self.worker = worker
         self.spec = spec
@@ -212,31 +214,6 @@ class ContainerRun:
         self.state = {"waiting": {"reason": reason, "message": message}}
         self.started = False
         self.worker.changed()
-
-    async def _crash_loop_backoff(self) -> None:
-        # The kubelet's sync loop acts on the death only after PLEG reported it.
-        await self.worker.wait_observed()
-        self.last_state = dict(self.state)
-        self.restart_count += 1
-        delay = self._next_backoff()
-        w = self.worker
-        self.state = {
-            "waiting": {
-                "reason": "CrashLoopBackOff",
-                "message": f"back-off {delay:g}s restarting failed container={self.name} "
-                f"pod={w.name}_{w.namespace}({w.uid})",
-            }
-        }
-        w.publish_now(self)
-        await asyncio.sleep(delay)
-
-    def _next_backoff(self) -> float:
-        settings = self.worker.kubelet.settings
-        if self._backoff == 0:
-            self._backoff = settings.crashloop_backoff
-        else:
-            self._backoff = min(self._backoff * 2, settings.crashloop_backoff_max)
-        return self._backoff
 
     async def _sleep_backoff(self) -> None:
         await asyncio.sleep(self._next_backoff())

@@ -46,7 +46,7 @@ from rtbench.cri import api_pb2_grpc as cri_grpc
 from .containers import STABLE_RUN, container_port, memory_limit
 from .objects import Obj, rfc3339
 from .podstatus import ContainerView
-from .podworker import PodWorkerBase, readiness_loop, spec_env
+from .podworker import PodWorkerBase, RestartBackoff, readiness_loop, spec_env
 
 if TYPE_CHECKING:
     from .kubelet import Kubelet
@@ -94,8 +94,10 @@ def _ns_time(ns: int) -> str:
     return rfc3339(ns / 1e9) if ns > 0 else rfc3339()
 
 
-class CriContainer:
+class CriContainer(RestartBackoff):
     """One container of a real pod: image check, create, start, supervise, restart."""
+
+    worker: CriPodWorker
 
     def __init__(self, worker: CriPodWorker, spec: Obj) -> None:
         self.worker = worker
@@ -349,30 +351,8 @@ class CriContainer:
             return True
         return False
 
-    async def _crash_loop_backoff(self) -> None:
-        w = self.worker
-        await w.wait_observed()
-        self.last_state = dict(self.state)
-        self.restart_count += 1
+    def _restarting(self) -> None:
         self.attempt += 1
-        delay = self._next_backoff()
-        self.state = {
-            "waiting": {
-                "reason": "CrashLoopBackOff",
-                "message": f"back-off {delay:g}s restarting failed container={self.name} "
-                f"pod={w.name}_{w.namespace}({w.uid})",
-            }
-        }
-        w.publish_now(self)
-        await asyncio.sleep(delay)
-
-    def _next_backoff(self) -> float:
-        settings = self.worker.kubelet.settings
-        if self._backoff == 0:
-            self._backoff = settings.crashloop_backoff
-        else:
-            self._backoff = min(self._backoff * 2, settings.crashloop_backoff_max)
-        return self._backoff
 
     def set_waiting(self, reason: str, message: str) -> None:
         self.state = {"waiting": {"reason": reason, "message": message}}

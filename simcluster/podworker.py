@@ -17,7 +17,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from .objects import Obj, rfc3339
 from .podstatus import ContainerView
@@ -174,6 +174,47 @@ class PodWorkerBase(Generic[C]):
         self.terminate(SHUTDOWN_GRACE, gone=True)
         assert self._termination is not None
         await asyncio.gather(self._termination, return_exceptions=True)
+
+
+class RestartBackoff:
+    """The kubelet's restart back-off of one container: CrashLoopBackOff, doubling from
+    ``crashloop_backoff`` to ``crashloop_backoff_max``."""
+
+    name: str
+    worker: PodWorkerBase[Any]
+    state: Obj
+    last_state: Obj
+    restart_count: int
+    _backoff: float
+
+    def _next_backoff(self) -> float:
+        settings = self.worker.kubelet.settings
+        if self._backoff == 0:
+            self._backoff = settings.crashloop_backoff
+        else:
+            self._backoff = min(self._backoff * 2, settings.crashloop_backoff_max)
+        return self._backoff
+
+    def _restarting(self) -> None:
+        """Called as the restart is decided (a real container takes its next attempt)."""
+
+    async def _crash_loop_backoff(self) -> None:
+        w = self.worker
+        # The kubelet's sync loop acts on the death only after PLEG reported it.
+        await w.wait_observed()
+        self.last_state = dict(self.state)
+        self.restart_count += 1
+        self._restarting()
+        delay = self._next_backoff()
+        self.state = {
+            "waiting": {
+                "reason": "CrashLoopBackOff",
+                "message": f"back-off {delay:g}s restarting failed container={self.name} "
+                f"pod={w.name}_{w.namespace}({w.uid})",
+            }
+        }
+        w.publish_now(self)
+        await asyncio.sleep(delay)
 
 
 def spec_env(spec: Obj, refs: Mapping[str, str]) -> dict[str, str]:

@@ -339,3 +339,29 @@ def test_nothing_survives_sigkill_of_every_process(workload_binary: Path, tmp_pa
     finally:
         assert stop_sim_process(second.process) == 0, second.stderr()
     assert _bridges() == bridges_before, "the killed node's bridge is gone"
+
+
+async def test_a_crashed_real_container_backs_off_with_its_exit_code(
+    real_sim: SimProcess, kubectl: Kubectl, tmp_path: Path
+) -> None:
+    await _apply(kubectl, tmp_path, _pod("crasher"))
+    await kubectl("wait", "--for=condition=Ready", "pod/crasher", "--timeout=60s", within=90)
+    request = urllib.request.Request(
+        real_sim.url + "/_sim/faults/kill-container",
+        data=json.dumps({"pod": "crasher", "signal": 9}).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    await asyncio.to_thread(urllib.request.urlopen, request, timeout=10)
+
+    async def backing_off() -> dict[str, Any] | None:
+        pod = json.loads((await kubectl("get", "pod", "crasher", "-o", "json")).stdout)
+        status = pod["status"]["containerStatuses"][0]
+        waiting = status["state"].get("waiting") or {}
+        return status if waiting.get("reason") == "CrashLoopBackOff" else None
+
+    status = await _eventually(backing_off, "CrashLoopBackOff after the kill", within=30)
+    assert status["restartCount"] == 1
+    terminated = status["lastState"]["terminated"]
+    assert terminated["exitCode"] == 137 and terminated["reason"] == "Error", terminated
+    await kubectl("delete", "pod", "crasher", "--wait=true")
